@@ -1,0 +1,1745 @@
+/*
+ * leaky._leaky: Leaky ReLU, its gradient and its fused backward pass for
+ * Python numbers, sequences and anything that exports the buffer protocol.
+ *
+ * Layout of this file, top to bottom:
+ *   1. element kinds and buffer-format parsing
+ *   2. float16 <-> float32 conversion (portable, bit-exact, NaN payloads kept)
+ *   3. inner loops (one contiguous run of elements, numpy-ufunc style)
+ *   4. the n-d driver that feeds inner loops from arbitrary strides
+ *   5. ResultBuffer, the exporter behind memoryview results
+ *   6. argument parsing (METH_FASTCALL | METH_KEYWORDS, CPython wording)
+ *   7. the number, sequence and buffer paths and the public functions
+ *   8. module state and multi-phase init
+ *
+ * The public functions are the C functions themselves: a Python-level
+ * wrapper would cost more than the whole computation on a float.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+
+#define LEAKY_DEFAULT_ALPHA 0.01
+#define MAX_OPERANDS 3
+
+/* ------------------------------------------------------------------ */
+/* 1. Element kinds and buffer formats                                 */
+/* ------------------------------------------------------------------ */
+
+typedef enum {
+    KIND_F16,
+    KIND_F32,
+    KIND_F64,
+    KIND_BOOL,
+    KIND_I8,
+    KIND_I16,
+    KIND_I32,
+    KIND_I64,
+    KIND_U8,
+    KIND_U16,
+    KIND_U32,
+    KIND_U64,
+    KIND_COUNT
+} ElemKind;
+
+/* Floating kinds keep their format; integers and bool compute in float64. */
+static ElemKind
+result_kind_of(ElemKind kind)
+{
+    return (kind == KIND_F16 || kind == KIND_F32) ? kind : KIND_F64;
+}
+
+static const char *
+format_of_result(ElemKind kind)
+{
+    switch (kind) {
+    case KIND_F16: return "e";
+    case KIND_F32: return "f";
+    default: return "d";
+    }
+}
+
+static Py_ssize_t
+itemsize_of_result(ElemKind kind)
+{
+    switch (kind) {
+    case KIND_F16: return 2;
+    case KIND_F32: return 4;
+    default: return 8;
+    }
+}
+
+static const char *
+name_of_result(ElemKind kind)
+{
+    switch (kind) {
+    case KIND_F16: return "float16";
+    case KIND_F32: return "float32";
+    default: return "float64";
+    }
+}
+
+typedef enum { FORMAT_OK, FORMAT_UNSUPPORTED, FORMAT_FOREIGN_BYTE_ORDER } FormatStatus;
+
+/*
+ * Maps a struct-module format string to an element kind.  Integer widths are
+ * taken from the itemsize the exporter reports, not from the letter: ctypes
+ * says '<l' for its 8-byte c_long although '<l' is 4 bytes in struct's
+ * standard sizes, and the itemsize is what is really in memory.
+ */
+static FormatStatus
+parse_format(const char *format, Py_ssize_t itemsize, ElemKind *kind)
+{
+    if (format == NULL) {  /* the buffer protocol's way of saying 'B' */
+        format = "B";
+    }
+    const char *code = format;
+    switch (*code) {
+    case '@': case '=':
+        code++;
+        break;
+#if PY_BIG_ENDIAN
+    case '>': case '!':
+        code++;
+        break;
+    case '<':
+        return FORMAT_FOREIGN_BYTE_ORDER;
+#else
+    case '<':
+        code++;
+        break;
+    case '>': case '!':
+        if (code[1] != '\0' && code[2] == '\0' && strchr("efd?bhilqnBHILQN", code[1])) {
+            return FORMAT_FOREIGN_BYTE_ORDER;
+        }
+        return FORMAT_UNSUPPORTED;
+#endif
+    default:
+        break;
+    }
+    if (code[0] == '\0' || code[1] != '\0') {
+        return FORMAT_UNSUPPORTED;  /* empty, repeat counts, structs, 'Zd', ... */
+    }
+    char letter = code[0];
+    switch (letter) {
+    case 'e':
+        if (itemsize != 2) return FORMAT_UNSUPPORTED;
+        *kind = KIND_F16;
+        return FORMAT_OK;
+    case 'f':
+        if (itemsize != 4) return FORMAT_UNSUPPORTED;
+        *kind = KIND_F32;
+        return FORMAT_OK;
+    case 'd':
+        if (itemsize != 8) return FORMAT_UNSUPPORTED;
+        *kind = KIND_F64;
+        return FORMAT_OK;
+    case '?':
+        if (itemsize != 1) return FORMAT_UNSUPPORTED;
+        *kind = KIND_BOOL;
+        return FORMAT_OK;
+    default:
+        break;
+    }
+    int is_signed;
+    if (strchr("bhilqn", letter) != NULL) {
+        is_signed = 1;
+    }
+    else if (strchr("BHILQN", letter) != NULL) {
+        is_signed = 0;
+    }
+    else {
+        return FORMAT_UNSUPPORTED;
+    }
+    switch (itemsize) {
+    case 1: *kind = is_signed ? KIND_I8 : KIND_U8; return FORMAT_OK;
+    case 2: *kind = is_signed ? KIND_I16 : KIND_U16; return FORMAT_OK;
+    case 4: *kind = is_signed ? KIND_I32 : KIND_U32; return FORMAT_OK;
+    case 8: *kind = is_signed ? KIND_I64 : KIND_U64; return FORMAT_OK;
+    default: return FORMAT_UNSUPPORTED;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* 2. float16                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Half precision is computed in float32 and rounded once, which is what
+ * PyTorch's CPU kernels do.  These conversions are exact bit manipulations
+ * (round-to-nearest-even on the way down) and keep NaN payloads the way the
+ * hardware conversions (F16C, NEON) do, so that every kernel path gives the
+ * same bits.
+ */
+static inline float
+f32_from_bits(uint32_t bits)
+{
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint32_t
+bits_from_f32(float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return bits;
+}
+
+static inline float
+half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exponent = (h >> 10) & 0x1fu;
+    uint32_t mantissa = h & 0x3ffu;
+    if (exponent == 0x1f) {  /* inf or NaN: payload moves up unchanged */
+        return f32_from_bits(sign | 0x7f800000u | (mantissa << 13));
+    }
+    if (exponent != 0) {
+        return f32_from_bits(sign | ((exponent + (127 - 15)) << 23) | (mantissa << 13));
+    }
+    /* zero or subnormal: mantissa * 2^-24 is exact in float32 */
+    float magnitude = (float)mantissa * 0x1p-24f;
+    return sign ? -magnitude : magnitude;
+}
+
+static inline uint16_t
+float_to_half(float f)
+{
+    uint32_t bits = bits_from_f32(f);
+    uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
+    uint32_t magnitude = bits & 0x7fffffffu;
+    if (magnitude >= 0x7f800000u) {
+        if (magnitude == 0x7f800000u) {
+            return sign | 0x7c00u;
+        }
+        /* NaN: quiet it and keep the top of the payload */
+        return (uint16_t)(sign | 0x7e00u | ((magnitude >> 13) & 0x3ffu));
+    }
+    if (magnitude >= 0x477ff000u) {  /* >= 65520 rounds to infinity */
+        return sign | 0x7c00u;
+    }
+    if (magnitude < 0x38800000u) {  /* below 2^-14: half subnormal or zero */
+        /* Adding 0.5 puts the value's 2^-24 units in the low mantissa bits,
+           and the FPU's own round-to-nearest-even does the rounding. */
+        float shifted = f32_from_bits(magnitude) + 0.5f;
+        return (uint16_t)(sign | (uint16_t)(bits_from_f32(shifted) - 0x3f000000u));
+    }
+    /* normal: rebias the exponent and round the 13 dropped bits to even */
+    uint32_t odd = (magnitude >> 13) & 1u;
+    magnitude += ((uint32_t)(15 - 127) << 23) + 0xfffu + odd;
+    return (uint16_t)(sign | (uint16_t)(magnitude >> 13));
+}
+
+/* z > 0 read straight off the bits: 0x0001..0x7c00 are the positive halves. */
+static inline int
+half_is_positive(uint16_t h)
+{
+    return (uint16_t)(h - 1u) < 0x7c00u;
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. Inner loops                                                      */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    double alpha;
+    float alpha32;     /* float32(alpha): the slope of float32 and float16 */
+    uint16_t alpha16;  /* float16(float32(alpha)): the float16 gradient */
+    ElemKind grad_kind;  /* backward's generic loop: kinds of its inputs */
+    ElemKind z_kind;
+    Py_ssize_t itemsize;  /* copy loop */
+} LoopContext;
+
+/*
+ * One contiguous-in-index run of n elements: ptrs[0..k-1] are inputs and
+ * ptrs[k] the output, each advancing by its own byte step.  Loads and stores
+ * go through memcpy because buffers may be unaligned (offset byte views);
+ * compilers turn them into plain moves.
+ */
+typedef void (*InnerLoop)(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                          const LoopContext *ctx);
+
+/* Typed unaligned loads, for the code outside the UNARY/BINARY loops. */
+#define DEFINE_LOAD(NAME, TYPE)                                                \
+    static inline TYPE load_##NAME(const char *p)                              \
+    {                                                                          \
+        TYPE value;                                                            \
+        memcpy(&value, p, sizeof value);                                       \
+        return value;                                                          \
+    }
+DEFINE_LOAD(u8, uint8_t)
+DEFINE_LOAD(u16, uint16_t)
+DEFINE_LOAD(u32, uint32_t)
+DEFINE_LOAD(u64, uint64_t)
+DEFINE_LOAD(i8, int8_t)
+DEFINE_LOAD(i16, int16_t)
+DEFINE_LOAD(i32, int32_t)
+DEFINE_LOAD(i64, int64_t)
+DEFINE_LOAD(f32, float)
+DEFINE_LOAD(f64, double)
+
+/*
+ * Expands BODY twice: once with compile-time unit steps, which the compiler
+ * vectorizes, and once with the runtime steps for strided views.
+ */
+#define UNARY_LOOP(IN_T, OUT_T, BODY)                                          \
+    do {                                                                       \
+        const char *src_ = ptrs[0];                                            \
+        char *dst_ = ptrs[1];                                                  \
+        if (steps[0] == (Py_ssize_t)sizeof(IN_T) &&                            \
+            steps[1] == (Py_ssize_t)sizeof(OUT_T)) {                           \
+            for (Py_ssize_t i_ = 0; i_ < n; i_++) {                            \
+                IN_T x;                                                        \
+                memcpy(&x, src_ + i_ * (Py_ssize_t)sizeof(IN_T), sizeof x);    \
+                OUT_T r_ = (BODY);                                             \
+                memcpy(dst_ + i_ * (Py_ssize_t)sizeof(OUT_T), &r_, sizeof r_); \
+            }                                                                  \
+        }                                                                      \
+        else {                                                                 \
+            for (Py_ssize_t i_ = 0; i_ < n; i_++) {                            \
+                IN_T x;                                                        \
+                memcpy(&x, src_ + i_ * steps[0], sizeof x);                    \
+                OUT_T r_ = (BODY);                                             \
+                memcpy(dst_ + i_ * steps[1], &r_, sizeof r_);                  \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+#define BINARY_LOOP(G_T, Z_T, OUT_T, BODY)                                     \
+    do {                                                                       \
+        const char *g_ = ptrs[0];                                              \
+        const char *z_ = ptrs[1];                                              \
+        char *dst_ = ptrs[2];                                                  \
+        if (steps[0] == (Py_ssize_t)sizeof(G_T) &&                             \
+            steps[1] == (Py_ssize_t)sizeof(Z_T) &&                             \
+            steps[2] == (Py_ssize_t)sizeof(OUT_T)) {                           \
+            for (Py_ssize_t i_ = 0; i_ < n; i_++) {                            \
+                G_T g;                                                         \
+                Z_T z;                                                         \
+                memcpy(&g, g_ + i_ * (Py_ssize_t)sizeof(G_T), sizeof g);       \
+                memcpy(&z, z_ + i_ * (Py_ssize_t)sizeof(Z_T), sizeof z);       \
+                OUT_T r_ = (BODY);                                             \
+                memcpy(dst_ + i_ * (Py_ssize_t)sizeof(OUT_T), &r_, sizeof r_); \
+            }                                                                  \
+        }                                                                      \
+        else {                                                                 \
+            for (Py_ssize_t i_ = 0; i_ < n; i_++) {                            \
+                G_T g;                                                         \
+                Z_T z;                                                         \
+                memcpy(&g, g_ + i_ * steps[0], sizeof g);                      \
+                memcpy(&z, z_ + i_ * steps[1], sizeof z);                      \
+                OUT_T r_ = (BODY);                                             \
+                memcpy(dst_ + i_ * steps[2], &r_, sizeof r_);                  \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+/* The element-wise definitions, once per precision. */
+static inline double forward64(double x, double a) { return x > 0 ? x : a * x; }
+static inline float forward32(float x, float a) { return x > 0 ? x : a * x; }
+static inline uint16_t
+forward16(uint16_t h, float a)
+{
+    return half_is_positive(h) ? h : float_to_half(half_to_float(h) * a);
+}
+
+static void
+forward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(uint16_t, uint16_t, forward16(x, a));
+}
+
+static void
+forward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(float, float, forward32(x, a));
+}
+
+static void
+forward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const double a = ctx->alpha;
+    UNARY_LOOP(double, double, forward64(x, a));
+}
+
+static void
+grad_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const uint16_t a = ctx->alpha16;
+    UNARY_LOOP(uint16_t, uint16_t, half_is_positive(x) ? (uint16_t)0x3c00u : a);
+}
+
+static void
+grad_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(float, float, x > 0 ? 1.0f : a);
+}
+
+static void
+grad_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const double a = ctx->alpha;
+    UNARY_LOOP(double, double, x > 0 ? 1.0 : a);
+}
+
+/* Integer and bool inputs: the float64 result of the same values converted. */
+#define INTEGER_LOOPS(SUFFIX, CTYPE, TO_DOUBLE)                                \
+    static void                                                                \
+    forward_loop_##SUFFIX(char *const *ptrs, const Py_ssize_t *steps,          \
+                          Py_ssize_t n, const LoopContext *ctx)                \
+    {                                                                          \
+        const double a = ctx->alpha;                                           \
+        UNARY_LOOP(CTYPE, double, forward64(TO_DOUBLE(x), a));                 \
+    }                                                                          \
+    static void                                                                \
+    grad_loop_##SUFFIX(char *const *ptrs, const Py_ssize_t *steps,             \
+                       Py_ssize_t n, const LoopContext *ctx)                   \
+    {                                                                          \
+        const double a = ctx->alpha;                                           \
+        UNARY_LOOP(CTYPE, double, TO_DOUBLE(x) > 0 ? 1.0 : a);                 \
+    }
+
+#define AS_DOUBLE(x) ((double)(x))
+#define BOOL_AS_DOUBLE(x) ((x) != 0 ? 1.0 : 0.0)
+INTEGER_LOOPS(bool, uint8_t, BOOL_AS_DOUBLE)
+INTEGER_LOOPS(i8, int8_t, AS_DOUBLE)
+INTEGER_LOOPS(i16, int16_t, AS_DOUBLE)
+INTEGER_LOOPS(i32, int32_t, AS_DOUBLE)
+INTEGER_LOOPS(i64, int64_t, AS_DOUBLE)
+INTEGER_LOOPS(u8, uint8_t, AS_DOUBLE)
+INTEGER_LOOPS(u16, uint16_t, AS_DOUBLE)
+INTEGER_LOOPS(u32, uint32_t, AS_DOUBLE)
+INTEGER_LOOPS(u64, uint64_t, AS_DOUBLE)
+
+static const InnerLoop FORWARD_LOOPS[KIND_COUNT] = {
+    [KIND_F16] = forward_loop_f16, [KIND_F32] = forward_loop_f32,
+    [KIND_F64] = forward_loop_f64, [KIND_BOOL] = forward_loop_bool,
+    [KIND_I8] = forward_loop_i8,   [KIND_I16] = forward_loop_i16,
+    [KIND_I32] = forward_loop_i32, [KIND_I64] = forward_loop_i64,
+    [KIND_U8] = forward_loop_u8,   [KIND_U16] = forward_loop_u16,
+    [KIND_U32] = forward_loop_u32, [KIND_U64] = forward_loop_u64,
+};
+
+static const InnerLoop GRAD_LOOPS[KIND_COUNT] = {
+    [KIND_F16] = grad_loop_f16, [KIND_F32] = grad_loop_f32,
+    [KIND_F64] = grad_loop_f64, [KIND_BOOL] = grad_loop_bool,
+    [KIND_I8] = grad_loop_i8,   [KIND_I16] = grad_loop_i16,
+    [KIND_I32] = grad_loop_i32, [KIND_I64] = grad_loop_i64,
+    [KIND_U8] = grad_loop_u8,   [KIND_U16] = grad_loop_u16,
+    [KIND_U32] = grad_loop_u32, [KIND_U64] = grad_loop_u64,
+};
+
+/* backward = grad_output * (1 if z > 0 else alpha), rounded once to the result. */
+static void
+backward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    BINARY_LOOP(uint16_t, uint16_t, uint16_t,
+                float_to_half(half_to_float(g) * (half_is_positive(z) ? 1.0f : a)));
+}
+
+static void
+backward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    BINARY_LOOP(float, float, float, g * (z > 0 ? 1.0f : a));
+}
+
+static void
+backward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const double a = ctx->alpha;
+    BINARY_LOOP(double, double, double, g * (z > 0 ? 1.0 : a));
+}
+
+/* Element readers for the mixed-kind backward loop, which is not a hot path. */
+static double
+load_as_double(ElemKind kind, const char *p)
+{
+    switch (kind) {
+    case KIND_F16: return half_to_float(load_u16(p));
+    case KIND_F32: return load_f32(p);
+    case KIND_F64: return load_f64(p);
+    case KIND_BOOL: return load_u8(p) != 0 ? 1.0 : 0.0;
+    case KIND_I8: return load_i8(p);
+    case KIND_I16: return load_i16(p);
+    case KIND_I32: return load_i32(p);
+    case KIND_I64: return (double)load_i64(p);
+    case KIND_U8: return load_u8(p);
+    case KIND_U16: return load_u16(p);
+    case KIND_U32: return load_u32(p);
+    case KIND_U64: return (double)load_u64(p);
+    default: return 0.0;
+    }
+}
+
+static int
+element_is_positive(ElemKind kind, const char *p)
+{
+    switch (kind) {
+    case KIND_F16: return half_is_positive(load_u16(p));
+    case KIND_I64: return load_i64(p) > 0;  /* exact, no rounding through double */
+    case KIND_U64: return load_u64(p) != 0;
+    default: return load_as_double(kind, p) > 0;
+    }
+}
+
+static void
+backward_loop_mixed(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const ElemKind gk = ctx->grad_kind, zk = ctx->z_kind;
+    const char *g = ptrs[0], *z = ptrs[1];
+    char *dst = ptrs[2];
+    for (Py_ssize_t i = 0; i < n; i++, g += steps[0], z += steps[1], dst += steps[2]) {
+        int positive = element_is_positive(zk, z);
+        switch (result_kind_of(gk)) {
+        case KIND_F16: {
+            uint16_t r = float_to_half(half_to_float(load_u16(g)) *
+                                       (positive ? 1.0f : ctx->alpha32));
+            memcpy(dst, &r, sizeof r);
+            break;
+        }
+        case KIND_F32: {
+            float r = load_f32(g) * (positive ? 1.0f : ctx->alpha32);
+            memcpy(dst, &r, sizeof r);
+            break;
+        }
+        default: {
+            double r = load_as_double(gk, g) * (positive ? 1.0 : ctx->alpha);
+            memcpy(dst, &r, sizeof r);
+            break;
+        }
+        }
+    }
+}
+
+static void
+copy_loop(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const char *src = ptrs[0];
+    char *dst = ptrs[1];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(dst + i * steps[1], src + i * steps[0], (size_t)ctx->itemsize);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* 4. The n-d driver                                                   */
+/* ------------------------------------------------------------------ */
+
+/* A buffer as the driver sees it: always with shape and strides filled in. */
+typedef struct {
+    Py_buffer view;
+    int acquired;
+    ElemKind kind;
+    Py_ssize_t shape[PyBUF_MAX_NDIM];
+    Py_ssize_t strides[PyBUF_MAX_NDIM];
+} Operand;
+
+typedef struct {
+    int ndim;
+    Py_ssize_t shape[PyBUF_MAX_NDIM];
+    Py_ssize_t strides[MAX_OPERANDS][PyBUF_MAX_NDIM];
+} LoopPlan;
+
+/*
+ * Drops unit dimensions and merges neighbours that are contiguous in every
+ * operand, so a C-contiguous (or uniformly strided) array of any rank
+ * becomes one long inner loop.  Returns 0 when there is nothing to do.
+ */
+static Py_ssize_t
+plan_build(LoopPlan *plan, int ndim, const Py_ssize_t *shape, int nops,
+           const Py_ssize_t *const *strides)
+{
+    Py_ssize_t total = 1;
+    plan->ndim = 0;
+    for (int d = 0; d < ndim; d++) {
+        total *= shape[d];
+        if (shape[d] == 1) {
+            continue;
+        }
+        int last = plan->ndim - 1;
+        int mergeable = last >= 0;
+        for (int op = 0; op < nops && mergeable; op++) {
+            mergeable = plan->strides[op][last] == strides[op][d] * shape[d];
+        }
+        if (mergeable) {
+            plan->shape[last] *= shape[d];
+            for (int op = 0; op < nops; op++) {
+                plan->strides[op][last] = strides[op][d];
+            }
+        }
+        else {
+            plan->shape[plan->ndim] = shape[d];
+            for (int op = 0; op < nops; op++) {
+                plan->strides[op][plan->ndim] = strides[op][d];
+            }
+            plan->ndim++;
+        }
+    }
+    if (total != 0 && plan->ndim == 0) {  /* a single element */
+        plan->ndim = 1;
+        plan->shape[0] = 1;
+        for (int op = 0; op < nops; op++) {
+            plan->strides[op][0] = 0;
+        }
+    }
+    return total;
+}
+
+static void
+plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop, const LoopContext *ctx)
+{
+    const int inner = plan->ndim - 1;
+    Py_ssize_t steps[MAX_OPERANDS];
+    char *ptrs[MAX_OPERANDS];
+    Py_ssize_t index[PyBUF_MAX_NDIM] = {0};
+    for (int op = 0; op < nops; op++) {
+        steps[op] = plan->strides[op][inner];
+        ptrs[op] = base[op];
+    }
+    for (;;) {
+        loop(ptrs, steps, plan->shape[inner], ctx);
+        int d = inner - 1;
+        for (; d >= 0; d--) {  /* odometer over the outer dimensions */
+            for (int op = 0; op < nops; op++) {
+                ptrs[op] += plan->strides[op][d];
+            }
+            if (++index[d] < plan->shape[d]) {
+                break;
+            }
+            for (int op = 0; op < nops; op++) {
+                ptrs[op] -= plan->strides[op][d] * plan->shape[d];
+            }
+            index[d] = 0;
+        }
+        if (d < 0) {
+            return;
+        }
+    }
+}
+
+/* Runs loop over operands that all have the shape of ops[0]. */
+static void
+run_elementwise(Operand *const *ops, int nops, InnerLoop loop, const LoopContext *ctx)
+{
+    LoopPlan plan;
+    const Py_ssize_t *strides[MAX_OPERANDS];
+    char *base[MAX_OPERANDS];
+    for (int op = 0; op < nops; op++) {
+        strides[op] = ops[op]->strides;
+        base[op] = (char *)ops[op]->view.buf;
+    }
+    if (plan_build(&plan, ops[0]->view.ndim, ops[0]->shape, nops, strides) == 0) {
+        return;
+    }
+    plan_run(&plan, nops, base, loop, ctx);
+}
+
+/* Byte range [*lo, *hi) that a view can touch; empty views touch nothing. */
+static int
+operand_extent(const Operand *op, char **lo, char **hi)
+{
+    char *start = (char *)op->view.buf, *end = start;
+    for (int d = 0; d < op->view.ndim; d++) {
+        if (op->shape[d] == 0) {
+            return 0;
+        }
+        Py_ssize_t span = op->strides[d] * (op->shape[d] - 1);
+        if (span < 0) {
+            start += span;
+        }
+        else {
+            end += span;
+        }
+    }
+    *lo = start;
+    *hi = end + op->view.itemsize;
+    return 1;
+}
+
+static int
+operands_overlap(const Operand *a, const Operand *b)
+{
+    char *alo, *ahi, *blo, *bhi;
+    if (!operand_extent(a, &alo, &ahi) || !operand_extent(b, &blo, &bhi)) {
+        return 0;
+    }
+    return alo < bhi && blo < ahi;
+}
+
+/* Same memory, element for element: safe to compute in place. */
+static int
+operands_identical(const Operand *a, const Operand *b)
+{
+    if (a->view.buf != b->view.buf || a->view.itemsize != b->view.itemsize ||
+        a->view.ndim != b->view.ndim) {
+        return 0;
+    }
+    for (int d = 0; d < a->view.ndim; d++) {
+        if (a->shape[d] != b->shape[d] ||
+            (a->shape[d] > 1 && a->strides[d] != b->strides[d])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * When an input partially overlaps the output, writing the output would
+ * clobber input elements not yet read.  Like NumPy, read from a private copy
+ * instead.  Returns the copy (to be freed by the caller), or NULL with
+ * *failed set on allocation failure.
+ */
+static char *
+detach_from_output(Operand *input, const Operand *output, int *failed)
+{
+    *failed = 0;
+    if (!operands_overlap(input, output) || operands_identical(input, output)) {
+        return NULL;
+    }
+    Py_ssize_t count = 1;
+    for (int d = 0; d < input->view.ndim; d++) {
+        count *= input->shape[d];
+    }
+    const Py_ssize_t itemsize = input->view.itemsize;
+    char *copy = PyMem_Malloc((size_t)(count * itemsize));
+    if (copy == NULL) {
+        *failed = 1;
+        PyErr_NoMemory();
+        return NULL;
+    }
+    Operand packed;
+    packed.view = input->view;
+    packed.view.buf = copy;
+    Py_ssize_t stride = itemsize;
+    for (int d = input->view.ndim - 1; d >= 0; d--) {
+        packed.shape[d] = input->shape[d];
+        packed.strides[d] = stride;
+        stride *= input->shape[d];
+    }
+    Operand *pair[2] = {input, &packed};
+    LoopContext ctx = {.itemsize = itemsize};
+    run_elementwise(pair, 2, copy_loop, &ctx);
+    input->view.buf = copy;
+    memcpy(input->strides, packed.strides, sizeof(Py_ssize_t) * (size_t)input->view.ndim);
+    return copy;
+}
+
+/* ------------------------------------------------------------------ */
+/* 5. ResultBuffer                                                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A C-contiguous block with a format and a shape, exported through the
+ * buffer protocol.  memoryview.cast cannot make 0-d views, views with a zero
+ * in the shape, or float16 views, so results for exporters other than NumPy
+ * and array.array are memoryviews of one of these.
+ */
+typedef struct {
+    PyObject_VAR_HEAD        /* ob_size = ndim; shape then strides follow */
+    char *data;
+    Py_ssize_t nbytes;
+    ElemKind kind;
+    Py_ssize_t dims[1];      /* 2 * ndim entries: shape, then strides */
+} ResultBuffer;
+
+static PyObject *
+result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape)
+{
+    ResultBuffer *self = (ResultBuffer *)type->tp_alloc(type, 2 * (Py_ssize_t)ndim);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_SET_SIZE(self, ndim);
+    self->kind = kind;
+    Py_ssize_t stride = itemsize_of_result(kind);
+    for (int d = ndim - 1; d >= 0; d--) {
+        self->dims[d] = shape[d];
+        self->dims[ndim + d] = stride;
+        stride *= shape[d];
+    }
+    self->nbytes = stride;
+    /* not zero-filled: every byte is written before anyone can see it */
+    self->data = PyMem_Malloc(stride > 0 ? (size_t)stride : 1);
+    if (self->data == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static void
+result_buffer_dealloc(PyObject *op)
+{
+    ResultBuffer *self = (ResultBuffer *)op;
+    PyTypeObject *type = Py_TYPE(op);
+    PyMem_Free(self->data);
+    type->tp_free(op);
+    Py_DECREF(type);
+}
+
+static int
+result_buffer_getbuffer(PyObject *op, Py_buffer *view, int flags)
+{
+    ResultBuffer *self = (ResultBuffer *)op;
+    const int ndim = (int)Py_SIZE(self);
+    if (ndim > 1 && (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS) {
+        Py_ssize_t non_unit = 0;
+        for (int d = 0; d < ndim; d++) {
+            non_unit += self->dims[d] > 1;
+        }
+        if (non_unit > 1) {
+            PyErr_SetString(PyExc_BufferError, "leaky result buffers are C-contiguous");
+            view->obj = NULL;
+            return -1;
+        }
+    }
+    view->obj = Py_NewRef(op);
+    view->buf = self->data;
+    view->len = self->nbytes;
+    view->readonly = 0;
+    view->itemsize = itemsize_of_result(self->kind);
+    view->format = (flags & PyBUF_FORMAT) ? (char *)format_of_result(self->kind) : NULL;
+    view->ndim = (flags & PyBUF_ND) ? ndim : 1;
+    view->shape = (flags & PyBUF_ND) ? self->dims : NULL;
+    view->strides = (flags & PyBUF_STRIDES) == PyBUF_STRIDES ? self->dims + ndim : NULL;
+    view->suboffsets = NULL;
+    view->internal = NULL;
+    return 0;
+}
+
+static PyType_Slot result_buffer_slots[] = {
+    {Py_tp_dealloc, result_buffer_dealloc},
+    {Py_bf_getbuffer, result_buffer_getbuffer},
+    {Py_tp_doc, "Memory behind a leaky result memoryview (C-contiguous)."},
+    {0, NULL},
+};
+
+static PyType_Spec result_buffer_spec = {
+    .name = "leaky._leaky.ResultBuffer",
+    .basicsize = offsetof(ResultBuffer, dims),
+    .itemsize = sizeof(Py_ssize_t),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = result_buffer_slots,
+};
+
+/* ------------------------------------------------------------------ */
+/* 8a. Module state (used by everything below)                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    PyTypeObject *result_buffer_type;
+    PyObject *new_result;      /* leaky._containers.new_result */
+    PyObject *default_alpha;   /* the float 0.01 */
+    PyObject *zero;            /* the int 0, for z > 0 on other numbers */
+    PyObject *one;             /* the int 1, for the generic gradient */
+    PyObject *str_z;
+    PyObject *str_alpha;
+    PyObject *str_out;
+    PyObject *str_grad_output;
+} LeakyState;
+
+static inline LeakyState *
+get_state(PyObject *module)
+{
+    return (LeakyState *)PyModule_GetState(module);
+}
+
+/* ------------------------------------------------------------------ */
+/* 6. Argument parsing                                                 */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name;       /* for messages: "leaky_relu" */
+    int n_positional;       /* parameters that may be passed by position */
+    int n_required;
+    int n_params;           /* the rest are keyword-only */
+} Signature;
+
+/*
+ * A hand-written vectorcall parser whose messages read like those of
+ * CPython's own builtins.  values[] receives borrowed references, NULL for
+ * absent arguments.
+ */
+static int
+parse_arguments(const Signature *sig, PyObject *const *names, PyObject *const *args,
+                Py_ssize_t nargs, PyObject *kwnames, PyObject **values)
+{
+    for (int i = 0; i < sig->n_params; i++) {
+        values[i] = NULL;
+    }
+    if (nargs > sig->n_positional) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes from %d to %d positional arguments but %zd were given",
+                     sig->name, sig->n_required, sig->n_positional, nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++) {
+        values[i] = args[i];
+    }
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
+        int found = -1;
+        for (int i = 0; i < sig->n_params && found < 0; i++) {
+            if (key == names[i]) {
+                found = i;
+            }
+        }
+        for (int i = 0; i < sig->n_params && found < 0; i++) {
+            int eq = PyUnicode_Compare(key, names[i]) == 0;
+            if (PyErr_Occurred()) {
+                return -1;
+            }
+            if (eq) {
+                found = i;
+            }
+        }
+        if (found < 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'",
+                         sig->name, key);
+            return -1;
+        }
+        if (values[found] != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "argument for %s() given by name ('%U') and position (%d)",
+                         sig->name, names[found], found + 1);
+            return -1;
+        }
+        values[found] = args[nargs + k];
+    }
+    for (int i = 0; i < sig->n_required; i++) {
+        if (values[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%U' (pos %d)",
+                         sig->name, names[i], i + 1);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* alpha as a C double; accepts float, int and anything with __float__ or __index__. */
+static int
+parse_alpha(const char *fname, PyObject *obj, double *alpha)
+{
+    if (obj == NULL) {
+        *alpha = LEAKY_DEFAULT_ALPHA;
+        return 0;
+    }
+    if (PyFloat_CheckExact(obj)) {
+        *alpha = PyFloat_AS_DOUBLE(obj);
+        return 0;
+    }
+    PyNumberMethods *nb = Py_TYPE(obj)->tp_as_number;
+    if (!PyFloat_Check(obj) && !PyLong_Check(obj) &&
+        (nb == NULL || (nb->nb_float == NULL && nb->nb_index == NULL))) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument 'alpha' must be a real number, not %.200s",
+                     fname, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    double value = PyFloat_AsDouble(obj);
+    if (value == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    *alpha = value;
+    return 0;
+}
+
+static LoopContext
+make_context(double alpha)
+{
+    LoopContext ctx = {0};
+    ctx.alpha = alpha;
+    ctx.alpha32 = (float)alpha;
+    ctx.alpha16 = float_to_half(ctx.alpha32);
+    return ctx;
+}
+
+/* ------------------------------------------------------------------ */
+/* 7. Numbers, sequences and buffers                                   */
+/* ------------------------------------------------------------------ */
+
+typedef enum { OP_FORWARD, OP_GRAD } UnaryOp;
+
+/*
+ * The sign of an exact int or bool without converting it: -1, 0 or 1.
+ * *small receives the value when it fits a long.
+ */
+static int
+int_sign(PyObject *z, long *small, int *fits)
+{
+    int overflow;
+    long value = PyLong_AsLongAndOverflow(z, &overflow);
+    *fits = overflow == 0;
+    *small = value;
+    if (overflow) {
+        return overflow;
+    }
+    return (value > 0) - (value < 0);
+}
+
+/* z as a double for exact floats and ints; -1 with an exception on overflow. */
+static int
+exact_number_as_double(PyObject *z, double *out)
+{
+    if (PyFloat_CheckExact(z)) {
+        *out = PyFloat_AS_DOUBLE(z);
+        return 0;
+    }
+    *out = PyLong_AsDouble(z);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static inline int
+is_exact_number(PyObject *z)
+{
+    return PyFloat_CheckExact(z) || PyLong_CheckExact(z) || PyBool_Check(z);
+}
+
+/* z > 0 for any object, by Python's own comparison. */
+static int
+generic_is_positive(LeakyState *st, PyObject *z)
+{
+    return PyObject_RichCompareBool(z, st->zero, Py_GT);
+}
+
+static PyObject *
+forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    if (PyFloat_CheckExact(z)) {
+        double x = PyFloat_AS_DOUBLE(z);
+        return x > 0 ? Py_NewRef(z) : PyFloat_FromDouble(alpha * x);
+    }
+    if (PyLong_CheckExact(z) || PyBool_Check(z)) {
+        long small;
+        int fits;
+        if (int_sign(z, &small, &fits) >= 0) {
+            return Py_NewRef(z);  /* ints >= 0 come back as themselves */
+        }
+        double x = fits ? (double)small : PyLong_AsDouble(z);
+        if (x == -1.0 && PyErr_Occurred()) {
+            return NULL;  /* OverflowError, exactly as alpha * z raises it */
+        }
+        return PyFloat_FromDouble(alpha * x);
+    }
+    int positive = generic_is_positive(st, z);
+    if (positive < 0) {
+        return NULL;
+    }
+    if (positive) {
+        return Py_NewRef(z);
+    }
+    return PyNumber_Multiply(alpha_obj ? alpha_obj : st->default_alpha, z);
+}
+
+static PyObject *
+grad_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    if (PyFloat_CheckExact(z)) {
+        return PyFloat_FromDouble(PyFloat_AS_DOUBLE(z) > 0 ? 1.0 : alpha);
+    }
+    if (PyLong_CheckExact(z) || PyBool_Check(z)) {
+        long small;
+        int fits;
+        return PyFloat_FromDouble(int_sign(z, &small, &fits) > 0 ? 1.0 : alpha);
+    }
+    int positive = generic_is_positive(st, z);
+    if (positive < 0) {
+        return NULL;
+    }
+    return Py_NewRef(positive ? st->one : (alpha_obj ? alpha_obj : st->default_alpha));
+}
+
+static PyObject *
+backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    if (is_exact_number(grad) && is_exact_number(z)) {
+        double g;
+        if (exact_number_as_double(grad, &g) < 0) {
+            return NULL;
+        }
+        int positive;
+        if (PyFloat_CheckExact(z)) {
+            positive = PyFloat_AS_DOUBLE(z) > 0;
+        }
+        else {
+            long small;
+            int fits;
+            positive = int_sign(z, &small, &fits) > 0;
+        }
+        return PyFloat_FromDouble(g * (positive ? 1.0 : alpha));
+    }
+    int positive = generic_is_positive(st, z);
+    if (positive < 0) {
+        return NULL;
+    }
+    return PyNumber_Multiply(grad, positive ? st->one : (alpha_obj ? alpha_obj : st->default_alpha));
+}
+
+static PyObject *
+unary_number(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    return op == OP_FORWARD ? forward_number(st, z, alpha_obj, alpha)
+                            : grad_number(st, z, alpha_obj, alpha);
+}
+
+static inline int
+is_sequence(PyObject *obj)
+{
+    return PyList_Check(obj) || PyTuple_Check(obj);
+}
+
+/* Lists and tuples: a list, element by element, with the number rules. */
+static PyObject *
+unary_sequence(LeakyState *st, UnaryOp op, PyObject *seq, PyObject *alpha_obj, double alpha)
+{
+    /* A snapshot: an element's __gt__ may mutate the list under us. */
+    PyObject *items = PySequence_Tuple(seq);
+    if (items == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    PyObject *result = PyList_New(n);
+    if (result != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *value = unary_number(st, op, PyTuple_GET_ITEM(items, i), alpha_obj, alpha);
+            if (value == NULL) {
+                Py_CLEAR(result);
+                break;
+            }
+            PyList_SET_ITEM(result, i, value);
+        }
+    }
+    Py_DECREF(items);
+    return result;
+}
+
+static PyObject *
+backward_sequence(LeakyState *st, PyObject *grad_seq, PyObject *z_seq, PyObject *alpha_obj,
+                  double alpha)
+{
+    PyObject *result = NULL;
+    PyObject *grads = PySequence_Tuple(grad_seq);
+    PyObject *zs = grads ? PySequence_Tuple(z_seq) : NULL;
+    if (zs == NULL) {
+        goto done;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(grads);
+    if (PyTuple_GET_SIZE(zs) != n) {
+        PyErr_Format(PyExc_ValueError,
+                     "leaky_relu_backward() grad_output and z must have the same length, "
+                     "got %zd and %zd", n, PyTuple_GET_SIZE(zs));
+        goto done;
+    }
+    result = PyList_New(n);
+    if (result == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value = backward_number(st, PyTuple_GET_ITEM(grads, i),
+                                          PyTuple_GET_ITEM(zs, i), alpha_obj, alpha);
+        if (value == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, value);
+    }
+done:
+    Py_XDECREF(grads);
+    Py_XDECREF(zs);
+    return result;
+}
+
+/* Copies shape and strides in, filling what the exporter left out. */
+static int
+operand_normalize(Operand *op, const char *fname)
+{
+    Py_buffer *v = &op->view;
+    if (v->ndim < 0 || v->ndim > PyBUF_MAX_NDIM) {
+        PyErr_Format(PyExc_ValueError, "%s() cannot handle a buffer with %d dimensions",
+                     fname, v->ndim);
+        return -1;
+    }
+    if (v->shape == NULL && v->ndim == 1) {
+        op->shape[0] = v->itemsize > 0 ? v->len / v->itemsize : 0;
+    }
+    Py_ssize_t stride = v->itemsize;
+    for (int d = v->ndim - 1; d >= 0; d--) {
+        if (v->shape != NULL) {
+            op->shape[d] = v->shape[d];
+        }
+        op->strides[d] = v->strides != NULL ? v->strides[d] : stride;
+        stride *= op->shape[d];
+    }
+    return 0;
+}
+
+static void
+operand_release(Operand *op)
+{
+    if (op->acquired) {
+        PyBuffer_Release(&op->view);
+        op->acquired = 0;
+    }
+}
+
+static int
+operand_acquire_input(Operand *op, PyObject *obj, const char *fname, const char *argname)
+{
+    if (PyObject_GetBuffer(obj, &op->view, PyBUF_RECORDS_RO) < 0) {
+        return -1;
+    }
+    op->acquired = 1;
+    switch (parse_format(op->view.format, op->view.itemsize, &op->kind)) {
+    case FORMAT_OK:
+        break;
+    case FORMAT_FOREIGN_BYTE_ORDER:
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s' has buffer format '%s' with non-native byte order; "
+                     "convert it to native byte order first",
+                     fname, argname, op->view.format);
+        return -1;
+    default:
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s' has unsupported buffer format '%s' (itemsize %zd); "
+                     "expected float16 'e', float32 'f', float64 'd', a signed or unsigned "
+                     "integer format or bool '?'",
+                     fname, argname, op->view.format ? op->view.format : "B",
+                     op->view.itemsize);
+        return -1;
+    }
+    return operand_normalize(op, fname);
+}
+
+static PyObject *
+shape_as_tuple(int ndim, const Py_ssize_t *shape)
+{
+    PyObject *tuple = PyTuple_New(ndim);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    for (int d = 0; d < ndim; d++) {
+        PyObject *dim = PyLong_FromSsize_t(shape[d]);
+        if (dim == NULL) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, d, dim);
+    }
+    return tuple;
+}
+
+static int
+operand_acquire_out(Operand *op, PyObject *obj, const char *fname, ElemKind result_kind,
+                    const Operand *like)
+{
+    const char *want = format_of_result(result_kind);
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument 'out' must be a writable buffer of format '%s' (%s), "
+                     "not %.200s", fname, want, name_of_result(result_kind),
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (PyObject_GetBuffer(obj, &op->view, PyBUF_RECORDS_RO) < 0) {
+        return -1;
+    }
+    op->acquired = 1;
+    if (op->view.readonly) {
+        PyErr_Format(PyExc_ValueError, "%s() argument 'out' is read-only", fname);
+        return -1;
+    }
+    ElemKind kind;
+    if (parse_format(op->view.format, op->view.itemsize, &kind) != FORMAT_OK ||
+        kind != result_kind) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument 'out' has buffer format '%s' but the result is %s ('%s')",
+                     fname, op->view.format ? op->view.format : "B",
+                     name_of_result(result_kind), want);
+        return -1;
+    }
+    op->kind = kind;
+    if (operand_normalize(op, fname) < 0) {
+        return -1;
+    }
+    int same_shape = op->view.ndim == like->view.ndim;
+    for (int d = 0; same_shape && d < op->view.ndim; d++) {
+        same_shape = op->shape[d] == like->shape[d];
+    }
+    if (!same_shape) {
+        PyObject *got = shape_as_tuple(op->view.ndim, op->shape);
+        PyObject *expected = got ? shape_as_tuple(like->view.ndim, like->shape) : NULL;
+        if (expected != NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s() argument 'out' has shape %R but the result has shape %R",
+                         fname, got, expected);
+        }
+        Py_XDECREF(got);
+        Py_XDECREF(expected);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * A new result with the shape of `like`, in the container that fits the
+ * source: NumPy and array.array containers come from leaky._containers (in
+ * Python, so that importing leaky never imports NumPy); everything else gets
+ * a memoryview of a ResultBuffer.  On success *target is the object to write
+ * into and *finish, if not NULL, is called on it to make the value returned.
+ */
+static int
+new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
+           PyObject **target, PyObject **finish)
+{
+    *target = NULL;
+    *finish = NULL;
+    PyTypeObject *type = Py_TYPE(source);
+    if (type != &PyMemoryView_Type && type != &PyBytes_Type && type != &PyByteArray_Type) {
+        PyObject *shape = shape_as_tuple(like->view.ndim, like->shape);
+        if (shape == NULL) {
+            return -1;
+        }
+        PyObject *format = PyUnicode_FromString(format_of_result(result_kind));
+        if (format == NULL) {
+            Py_DECREF(shape);
+            return -1;
+        }
+        PyObject *args[3] = {source, format, shape};
+        PyObject *made = PyObject_Vectorcall(st->new_result, args, 3, NULL);
+        Py_DECREF(format);
+        Py_DECREF(shape);
+        if (made == NULL) {
+            return -1;
+        }
+        if (made != Py_None) {
+            if (!PyTuple_Check(made) || PyTuple_GET_SIZE(made) != 2) {
+                PyErr_SetString(PyExc_SystemError,
+                                "leaky._containers.new_result must return None or a pair");
+                Py_DECREF(made);
+                return -1;
+            }
+            *target = Py_NewRef(PyTuple_GET_ITEM(made, 0));
+            PyObject *fin = PyTuple_GET_ITEM(made, 1);
+            *finish = fin == Py_None ? NULL : Py_NewRef(fin);
+            Py_DECREF(made);
+            return 0;
+        }
+        Py_DECREF(made);
+    }
+    *target = result_buffer_new(st->result_buffer_type, result_kind, like->view.ndim, like->shape);
+    if (*target == NULL) {
+        return -1;
+    }
+    *finish = (PyObject *)&PyMemoryView_Type;
+    Py_INCREF(*finish);
+    return 0;
+}
+
+/* Fills out_op with the buffer to write: the caller's out=, or a new result. */
+static int
+prepare_output(LeakyState *st, const char *fname, PyObject *source, PyObject *out_obj,
+               ElemKind result_kind, const Operand *like, Operand *out_op,
+               PyObject **target, PyObject **finish)
+{
+    if (out_obj != NULL) {
+        if (operand_acquire_out(out_op, out_obj, fname, result_kind, like) < 0) {
+            return -1;
+        }
+        *target = Py_NewRef(out_obj);
+        *finish = NULL;
+        return 0;
+    }
+    if (new_result(st, source, result_kind, like, target, finish) < 0) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(*target, &out_op->view, PyBUF_RECORDS) < 0) {
+        return -1;
+    }
+    out_op->acquired = 1;
+    out_op->kind = result_kind;
+    return operand_normalize(out_op, fname);
+}
+
+static PyObject *
+finish_result(PyObject *target, PyObject *finish)
+{
+    if (finish == NULL) {
+        return Py_NewRef(target);
+    }
+    return PyObject_CallOneArg(finish, target);
+}
+
+static PyObject *
+unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObject *out_obj,
+             double alpha)
+{
+    Operand in = {.acquired = 0}, out = {.acquired = 0};
+    PyObject *target = NULL, *finish = NULL, *result = NULL;
+    char *detached = NULL;
+    if (operand_acquire_input(&in, z, fname, "z") < 0) {
+        goto done;
+    }
+    const ElemKind result_kind = result_kind_of(in.kind);
+    if (prepare_output(st, fname, z, out_obj, result_kind, &in, &out, &target, &finish) < 0) {
+        goto done;
+    }
+    int failed;
+    detached = detach_from_output(&in, &out, &failed);
+    if (failed) {
+        goto done;
+    }
+    const LoopContext ctx = make_context(alpha);
+    Operand *ops[2] = {&in, &out};
+    run_elementwise(ops, 2, (op == OP_FORWARD ? FORWARD_LOOPS : GRAD_LOOPS)[in.kind], &ctx);
+    operand_release(&out);
+    result = finish_result(target, finish);
+done:
+    PyMem_Free(detached);
+    operand_release(&in);
+    operand_release(&out);
+    Py_XDECREF(target);
+    Py_XDECREF(finish);
+    return result;
+}
+
+static PyObject *
+backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *out_obj,
+                double alpha)
+{
+    static const char fname[] = "leaky_relu_backward";
+    Operand grad = {.acquired = 0}, z = {.acquired = 0}, out = {.acquired = 0};
+    PyObject *target = NULL, *finish = NULL, *result = NULL;
+    char *detached_grad = NULL, *detached_z = NULL;
+    if (operand_acquire_input(&grad, grad_obj, fname, "grad_output") < 0 ||
+        operand_acquire_input(&z, z_obj, fname, "z") < 0) {
+        goto done;
+    }
+    int same_shape = grad.view.ndim == z.view.ndim;
+    for (int d = 0; same_shape && d < grad.view.ndim; d++) {
+        same_shape = grad.shape[d] == z.shape[d];
+    }
+    if (!same_shape) {
+        PyObject *gshape = shape_as_tuple(grad.view.ndim, grad.shape);
+        PyObject *zshape = gshape ? shape_as_tuple(z.view.ndim, z.shape) : NULL;
+        if (zshape != NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s() grad_output and z must have the same shape, got %R and %R",
+                         fname, gshape, zshape);
+        }
+        Py_XDECREF(gshape);
+        Py_XDECREF(zshape);
+        goto done;
+    }
+    const ElemKind result_kind = result_kind_of(grad.kind);
+    if (prepare_output(st, fname, grad_obj, out_obj, result_kind, &grad, &out, &target,
+                       &finish) < 0) {
+        goto done;
+    }
+    int failed;
+    detached_grad = detach_from_output(&grad, &out, &failed);
+    if (failed) {
+        goto done;
+    }
+    detached_z = detach_from_output(&z, &out, &failed);
+    if (failed) {
+        goto done;
+    }
+    LoopContext ctx = make_context(alpha);
+    ctx.grad_kind = grad.kind;
+    ctx.z_kind = z.kind;
+    InnerLoop loop = backward_loop_mixed;
+    if (grad.kind == z.kind) {
+        switch (grad.kind) {
+        case KIND_F16: loop = backward_loop_f16; break;
+        case KIND_F32: loop = backward_loop_f32; break;
+        case KIND_F64: loop = backward_loop_f64; break;
+        default: break;
+        }
+    }
+    Operand *ops[3] = {&grad, &z, &out};
+    run_elementwise(ops, 3, loop, &ctx);
+    operand_release(&out);
+    result = finish_result(target, finish);
+done:
+    PyMem_Free(detached_grad);
+    PyMem_Free(detached_z);
+    operand_release(&grad);
+    operand_release(&z);
+    operand_release(&out);
+    Py_XDECREF(target);
+    Py_XDECREF(finish);
+    return result;
+}
+
+static int
+reject_out_for(const char *fname, PyObject *out_obj, PyObject *z)
+{
+    if (out_obj == NULL) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "%s() argument 'out' is only supported for buffer inputs, not %.200s",
+                 fname, Py_TYPE(z)->tp_name);
+    return -1;
+}
+
+static PyObject *
+unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const *args,
+            Py_ssize_t nargs, PyObject *kwnames)
+{
+    LeakyState *st = get_state(module);
+    /* The hot path: one positional float, the default slope. */
+    if (nargs == 1 && kwnames == NULL && PyFloat_CheckExact(args[0])) {
+        return unary_number(st, op, args[0], NULL, LEAKY_DEFAULT_ALPHA);
+    }
+    PyObject *names[3] = {st->str_z, st->str_alpha, st->str_out};
+    PyObject *values[3];
+    if (parse_arguments(sig, names, args, nargs, kwnames, values) < 0) {
+        return NULL;
+    }
+    PyObject *z = values[0], *alpha_obj = values[1];
+    PyObject *out_obj = values[2] == Py_None ? NULL : values[2];
+    double alpha;
+    if (parse_alpha(sig->name, alpha_obj, &alpha) < 0) {
+        return NULL;
+    }
+    if (is_exact_number(z)) {
+        if (reject_out_for(sig->name, out_obj, z) < 0) {
+            return NULL;
+        }
+        return unary_number(st, op, z, alpha_obj, alpha);
+    }
+    if (PyObject_CheckBuffer(z)) {
+        return unary_buffer(st, op, sig->name, z, out_obj, alpha);
+    }
+    if (reject_out_for(sig->name, out_obj, z) < 0) {
+        return NULL;
+    }
+    if (is_sequence(z)) {
+        return unary_sequence(st, op, z, alpha_obj, alpha);
+    }
+    return unary_number(st, op, z, alpha_obj, alpha);
+}
+
+static const Signature FORWARD_SIGNATURE = {"leaky_relu", 2, 1, 3};
+static const Signature GRAD_SIGNATURE = {"leaky_relu_grad", 2, 1, 3};
+static const Signature BACKWARD_SIGNATURE = {"leaky_relu_backward", 3, 2, 4};
+
+static PyObject *
+leaky_relu(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return unary_entry(module, OP_FORWARD, &FORWARD_SIGNATURE, args, nargs, kwnames);
+}
+
+static PyObject *
+leaky_relu_grad(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return unary_entry(module, OP_GRAD, &GRAD_SIGNATURE, args, nargs, kwnames);
+}
+
+static PyObject *
+leaky_relu_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    LeakyState *st = get_state(module);
+    const char *fname = BACKWARD_SIGNATURE.name;
+    PyObject *names[4] = {st->str_grad_output, st->str_z, st->str_alpha, st->str_out};
+    PyObject *values[4];
+    if (parse_arguments(&BACKWARD_SIGNATURE, names, args, nargs, kwnames, values) < 0) {
+        return NULL;
+    }
+    PyObject *grad = values[0], *z = values[1], *alpha_obj = values[2];
+    PyObject *out_obj = values[3] == Py_None ? NULL : values[3];
+    double alpha;
+    if (parse_alpha(fname, alpha_obj, &alpha) < 0) {
+        return NULL;
+    }
+    int grad_is_buffer = PyObject_CheckBuffer(grad), z_is_buffer = PyObject_CheckBuffer(z);
+    if (grad_is_buffer && z_is_buffer) {
+        return backward_buffer(st, grad, z, out_obj, alpha);
+    }
+    int grad_is_seq = is_sequence(grad), z_is_seq = is_sequence(z);
+    if (grad_is_buffer || z_is_buffer || grad_is_seq != z_is_seq) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() grad_output and z must both be buffers, both sequences or both "
+                     "numbers, not %.200s and %.200s",
+                     fname, Py_TYPE(grad)->tp_name, Py_TYPE(z)->tp_name);
+        return NULL;
+    }
+    if (reject_out_for(fname, out_obj, grad) < 0) {
+        return NULL;
+    }
+    if (grad_is_seq) {
+        return backward_sequence(st, grad, z, alpha_obj, alpha);
+    }
+    return backward_number(st, grad, z, alpha_obj, alpha);
+}
+
+/* ------------------------------------------------------------------ */
+/* 8b. Module definition                                               */
+/* ------------------------------------------------------------------ */
+
+PyDoc_STRVAR(leaky_relu_doc,
+"leaky_relu($module, z, alpha=0.01, *, out=None)\n"
+"--\n"
+"\n"
+"Leaky ReLU: z where z > 0, else alpha * z.\n"
+"\n"
+"z may be a Python number (a float gives a float; an int >= 0 comes back\n"
+"unchanged, a negative int gives the float alpha * z; other real numbers such\n"
+"as Fraction use Python's own operators), a list or tuple of numbers (gives a\n"
+"list), or any buffer: NumPy arrays and scalars, array.array, memoryview,\n"
+"bytes, ctypes arrays.  float16, float32 and float64 buffers keep their\n"
+"format; integer and bool buffers give float64.  float32 computes\n"
+"z * float32(alpha) in float32; float16 computes in float32 and rounds once,\n"
+"as PyTorch does.  A NumPy input gives a NumPy result, array.array gives\n"
+"array.array, anything else a memoryview.\n"
+"\n"
+"out, for buffers only, receives the result and is returned; it may be z\n"
+"itself (in place) and may overlap z.");
+
+PyDoc_STRVAR(leaky_relu_grad_doc,
+"leaky_relu_grad($module, z, alpha=0.01, *, out=None)\n"
+"--\n"
+"\n"
+"Derivative of Leaky ReLU: 1 where z > 0, else alpha (so alpha at 0 and NaN).\n"
+"\n"
+"Takes the same inputs as leaky_relu.  Exact floats and ints give a float;\n"
+"other real numbers give 1 or alpha as passed.  float16 buffers hold\n"
+"float16(float32(alpha)).");
+
+PyDoc_STRVAR(leaky_relu_backward_doc,
+"leaky_relu_backward($module, grad_output, z, alpha=0.01, *, out=None)\n"
+"--\n"
+"\n"
+"Fused backward pass: grad_output * (1 if z > 0 else alpha), element-wise.\n"
+"\n"
+"grad_output and z are both buffers of the same shape, both sequences of\n"
+"the same length, or both numbers.  The result has grad_output's format\n"
+"(float64 for integer formats); z only decides the sign test.  Same as\n"
+"PyTorch's aten.leaky_relu_backward.");
+
+static PyMethodDef leaky_methods[] = {
+    {"leaky_relu", (PyCFunction)(void (*)(void))leaky_relu, METH_FASTCALL | METH_KEYWORDS,
+     leaky_relu_doc},
+    {"leaky_relu_grad", (PyCFunction)(void (*)(void))leaky_relu_grad,
+     METH_FASTCALL | METH_KEYWORDS, leaky_relu_grad_doc},
+    {"leaky_relu_backward", (PyCFunction)(void (*)(void))leaky_relu_backward,
+     METH_FASTCALL | METH_KEYWORDS, leaky_relu_backward_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+intern_into(PyObject **slot, const char *text)
+{
+    *slot = PyUnicode_InternFromString(text);
+    return *slot == NULL ? -1 : 0;
+}
+
+static int
+leaky_exec(PyObject *module)
+{
+    LeakyState *st = get_state(module);
+    st->result_buffer_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &result_buffer_spec, NULL);
+    if (st->result_buffer_type == NULL) {
+        return -1;
+    }
+    if (PyModule_AddType(module, st->result_buffer_type) < 0) {
+        return -1;
+    }
+    st->default_alpha = PyFloat_FromDouble(LEAKY_DEFAULT_ALPHA);
+    st->zero = PyLong_FromLong(0);
+    st->one = PyLong_FromLong(1);
+    if (st->default_alpha == NULL || st->zero == NULL || st->one == NULL) {
+        return -1;
+    }
+    if (intern_into(&st->str_z, "z") < 0 || intern_into(&st->str_alpha, "alpha") < 0 ||
+        intern_into(&st->str_out, "out") < 0 ||
+        intern_into(&st->str_grad_output, "grad_output") < 0) {
+        return -1;
+    }
+    /* leaky/__init__.py imports us, so the package's submodules are importable here. */
+    PyObject *containers = PyImport_ImportModule("leaky._containers");
+    if (containers == NULL) {
+        return -1;
+    }
+    st->new_result = PyObject_GetAttrString(containers, "new_result");
+    Py_DECREF(containers);
+    if (st->new_result == NULL) {
+        return -1;
+    }
+    return PyModule_AddIntConstant(module, "PYBUF_MAX_NDIM", PyBUF_MAX_NDIM);
+}
+
+static int
+leaky_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    LeakyState *st = get_state(module);
+    Py_VISIT(st->result_buffer_type);
+    Py_VISIT(st->new_result);
+    return 0;
+}
+
+static int
+leaky_clear(PyObject *module)
+{
+    LeakyState *st = get_state(module);
+    Py_CLEAR(st->result_buffer_type);
+    Py_CLEAR(st->new_result);
+    Py_CLEAR(st->default_alpha);
+    Py_CLEAR(st->zero);
+    Py_CLEAR(st->one);
+    Py_CLEAR(st->str_z);
+    Py_CLEAR(st->str_alpha);
+    Py_CLEAR(st->str_out);
+    Py_CLEAR(st->str_grad_output);
+    return 0;
+}
+
+static void
+leaky_free(void *module)
+{
+    (void)leaky_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot leaky_slots[] = {
+    {Py_mod_exec, leaky_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef leaky_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "leaky._leaky",
+    .m_doc = "C implementation of leaky's Leaky ReLU functions.",
+    .m_size = sizeof(LeakyState),
+    .m_methods = leaky_methods,
+    .m_slots = leaky_slots,
+    .m_traverse = leaky_traverse,
+    .m_clear = leaky_clear,
+    .m_free = leaky_free,
+};
+
+PyMODINIT_FUNC
+PyInit__leaky(void)
+{
+    return PyModuleDef_Init(&leaky_module);
+}
