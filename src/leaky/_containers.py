@@ -11,7 +11,8 @@ from __future__ import annotations
 import array
 import operator
 import sys
-from typing import Any, Callable, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 # Indexing a 0-d array with () gives the NumPy scalar of its dtype.
 _scalar_of_0d = operator.itemgetter(())
@@ -19,10 +20,10 @@ _scalar_of_0d = operator.itemgetter(())
 # One-element arrays repeated with `*`, which fills by memcpy doubling.
 _array_unit = {"f": array.array("f", [0.0]), "d": array.array("d", [0.0])}
 
-NewResult = Optional[Tuple[Any, Optional[Callable[[Any], Any]]]]
+NewResult = tuple[Any, Callable[[Any], Any] | None] | None
 
 
-def new_result(source: object, fmt: str, shape: Tuple[int, ...]) -> NewResult:
+def new_result(source: object, fmt: str, shape: tuple[int, ...]) -> NewResult:
     """Return ``(target, finish)`` for a result shaped like ``source``.
 
     ``target`` is a writable C-contiguous buffer of format ``fmt`` and shape

@@ -1,0 +1,52 @@
+"""Type stubs for the C extension (the functions re-exported by ``leaky``)."""
+
+from typing import Any, Final, SupportsFloat, SupportsIndex, TypeVar, overload
+
+_Alpha = SupportsFloat | SupportsIndex
+_Seq = list[Any] | tuple[Any, ...]
+# any writable buffer (NumPy's stubs only declare __buffer__ for Python >= 3.12)
+_Out = TypeVar("_Out")
+
+PYBUF_MAX_NDIM: Final[int]
+
+class ResultBuffer:
+    """The memory behind a memoryview result."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+# Numbers keep their kind (ints >= 0 come back as themselves), lists and
+# tuples give lists, out= is returned as given; buffers give NumPy arrays or
+# scalars, array.array or memoryview depending on the input (typed Any, as
+# NumPy's types are not known here).
+@overload
+def leaky_relu(z: int, alpha: _Alpha = 0.01, *, out: None = None) -> int | float: ...
+@overload
+def leaky_relu(z: float, alpha: _Alpha = 0.01, *, out: None = None) -> float: ...
+@overload
+def leaky_relu(z: _Seq, alpha: _Alpha = 0.01, *, out: None = None) -> list[Any]: ...
+@overload
+def leaky_relu(z: Any, alpha: _Alpha = 0.01, *, out: _Out) -> _Out: ...
+@overload
+def leaky_relu(z: Any, alpha: _Alpha = 0.01, *, out: None = None) -> Any: ...
+@overload
+def leaky_relu_grad(z: float, alpha: _Alpha = 0.01, *, out: None = None) -> float: ...
+@overload
+def leaky_relu_grad(z: _Seq, alpha: _Alpha = 0.01, *, out: None = None) -> list[Any]: ...
+@overload
+def leaky_relu_grad(z: Any, alpha: _Alpha = 0.01, *, out: _Out) -> _Out: ...
+@overload
+def leaky_relu_grad(z: Any, alpha: _Alpha = 0.01, *, out: None = None) -> Any: ...
+@overload
+def leaky_relu_backward(
+    grad_output: float, z: float, alpha: _Alpha = 0.01, *, out: None = None
+) -> float: ...
+@overload
+def leaky_relu_backward(
+    grad_output: _Seq, z: _Seq, alpha: _Alpha = 0.01, *, out: None = None
+) -> list[Any]: ...
+@overload
+def leaky_relu_backward(grad_output: Any, z: Any, alpha: _Alpha = 0.01, *, out: _Out) -> _Out: ...
+@overload
+def leaky_relu_backward(
+    grad_output: Any, z: Any, alpha: _Alpha = 0.01, *, out: None = None
+) -> Any: ...

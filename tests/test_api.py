@@ -1,0 +1,80 @@
+"""The public surface: names, signatures, docs, version, import behaviour."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+import subprocess
+import sys
+
+import leaky
+from leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
+
+
+def test_public_names() -> None:
+    assert sorted(leaky.__all__) == [
+        "__version__",
+        "leaky_relu",
+        "leaky_relu_backward",
+        "leaky_relu_grad",
+    ]
+    # the public functions are the C functions themselves, no Python wrapper
+    assert type(leaky_relu).__name__ == "builtin_function_or_method"
+    assert leaky_relu.__module__ in ("leaky._leaky", "leaky")
+
+
+def test_signatures_are_visible_to_help() -> None:
+    assert str(inspect.signature(leaky_relu)) == "(z, alpha=0.01, *, out=None)"
+    assert str(inspect.signature(leaky_relu_grad)) == "(z, alpha=0.01, *, out=None)"
+    assert str(inspect.signature(leaky_relu_backward)) == (
+        "(grad_output, z, alpha=0.01, *, out=None)"
+    )
+    for func in (leaky_relu, leaky_relu_grad, leaky_relu_backward):
+        assert func.__doc__ and "alpha" in func.__doc__
+
+
+def test_version_is_the_installed_metadata() -> None:
+    assert leaky.__version__ == importlib.metadata.version("leaky")
+
+
+def run_python(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout
+
+
+def test_import_does_not_import_numpy() -> None:
+    assert (
+        run_python(
+            "import sys, leaky; leaky.leaky_relu([1.0, -1.0]); leaky.leaky_relu(b'ab');"
+            "print('numpy' in sys.modules)"
+        ).strip()
+        == "False"
+    )
+
+
+def test_main_prints_the_problem_examples() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "leaky"], capture_output=True, text=True, timeout=300, check=True
+    )
+    lines = done.stdout.splitlines()
+    assert "print(leaky_relu(0))             # 0" in lines
+    assert "print(leaky_relu(1))             # 1" in lines
+    assert "print(leaky_relu(-1))            # -0.01" in lines
+    assert "print(leaky_relu(-2, alpha=0.1)) # -0.2" in lines
+    assert any("pure-Python one-liner" in line for line in lines)
+
+
+def test_reimport_makes_a_fresh_module() -> None:
+    # multi-phase init: a second import runs exec again and gets its own state
+    old = sys.modules.pop("leaky._leaky")
+    try:
+        fresh = importlib.import_module("leaky._leaky")
+        assert fresh is not old
+        assert fresh.leaky_relu(-2.0, 0.5) == -1.0
+        assert old.leaky_relu(-2.0, 0.5) == -1.0
+        assert fresh.leaky_relu(memoryview(b"\x01")).tolist() == [1.0]
+    finally:
+        sys.modules["leaky._leaky"] = old

@@ -1,0 +1,95 @@
+"""Reference counts of z, alpha and out stay put across calls, errors included."""
+
+from __future__ import annotations
+
+import array
+import sys
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+
+from leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
+
+REPEATS = 2000
+
+
+def refcounts(objects: list[Any]) -> list[int]:
+    return [sys.getrefcount(o) for o in objects]
+
+
+def check_stable(
+    call: Callable[[], object], objects: list[Any], exc: type[BaseException] | None = None
+) -> None:
+    def once() -> None:
+        if exc is None:
+            call()
+        else:
+            with pytest.raises(exc):
+                call()
+
+    once()  # warm up caches (interned names, NumPy dtype lookups)
+    before = refcounts(objects)
+    for _ in range(REPEATS):
+        once()
+    assert refcounts(objects) == before
+
+
+def test_numbers() -> None:
+    z, neg, alpha, big = 2.5, -2.5, 0.3, 10**30
+    frac = Fraction(-1, 3)
+    check_stable(lambda: leaky_relu(z), [z])
+    check_stable(lambda: leaky_relu(neg, alpha), [neg, alpha])
+    check_stable(lambda: leaky_relu(big, alpha=alpha), [big, alpha])
+    check_stable(lambda: leaky_relu(frac, alpha), [frac, alpha])
+    check_stable(lambda: leaky_relu_grad(neg, alpha), [neg, alpha])
+    check_stable(lambda: leaky_relu_grad(frac, frac), [frac])
+    check_stable(lambda: leaky_relu_backward(z, neg, alpha), [z, neg, alpha])
+    values = [1.0, -2.0, frac]
+    check_stable(lambda: leaky_relu(values, alpha), [values, alpha, frac])
+    check_stable(lambda: leaky_relu_backward(values, values), [values, frac])
+
+
+def test_buffers_and_out() -> None:
+    x = np.linspace(-1, 1, 50)
+    out = np.empty_like(x)
+    alpha = 0.25
+    check_stable(lambda: leaky_relu(x, alpha), [x, alpha])
+    check_stable(lambda: leaky_relu(x, alpha, out=out), [x, alpha, out])
+    check_stable(lambda: leaky_relu(x, out=x), [x])
+    check_stable(lambda: leaky_relu(x[:-1], out=x[1:]), [x])
+    check_stable(lambda: leaky_relu_grad(x, alpha, out=out), [x, alpha, out])
+    check_stable(lambda: leaky_relu_backward(x, x, alpha, out=out), [x, alpha, out])
+    scalar = np.float32(-2.0)
+    check_stable(lambda: leaky_relu(scalar), [scalar])
+    arr = array.array("i", [1, -2, 3])
+    check_stable(lambda: leaky_relu(arr), [arr])
+    view = memoryview(bytearray(16)).cast("d")
+    check_stable(lambda: leaky_relu(view), [view])
+    check_stable(lambda: leaky_relu(b"abc"), [])
+
+
+def test_error_paths() -> None:
+    x = np.linspace(-1, 1, 8)
+    out = np.empty(8)
+    wrong = np.empty(7)
+    alpha = 0.5
+    bad_alpha = "0.5"
+    complex_z = np.zeros(8, complex)
+    check_stable(lambda: leaky_relu(x, alpha, out=wrong), [x, alpha, wrong], ValueError)
+    check_stable(
+        lambda: leaky_relu(x, bad_alpha, out=out),  # type: ignore[call-overload]
+        [x, bad_alpha, out],
+        TypeError,
+    )
+    check_stable(lambda: leaky_relu(complex_z, out=out), [complex_z, out], TypeError)
+    check_stable(lambda: leaky_relu_backward(x, wrong), [x, wrong], ValueError)
+    check_stable(lambda: leaky_relu_backward(x, complex_z, out=out), [x, complex_z, out], TypeError)
+    readonly = np.zeros(8)
+    readonly.flags.writeable = False
+    check_stable(lambda: leaky_relu(x, out=readonly), [x, readonly], ValueError)
+    check_stable(lambda: leaky_relu(1.0, out=out), [out], TypeError)
+    huge = -(10**400)
+    check_stable(lambda: leaky_relu(huge), [huge], OverflowError)
