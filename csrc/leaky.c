@@ -255,6 +255,7 @@ typedef struct {
     ElemKind grad_kind;  /* backward's generic loop: kinds of its inputs */
     ElemKind z_kind;
     Py_ssize_t itemsize;  /* copy loop */
+    int streaming;        /* SIMD loops may write with non-temporal stores */
 } LoopContext;
 
 /*
@@ -421,24 +422,6 @@ INTEGER_LOOPS(u16, uint16_t, AS_DOUBLE)
 INTEGER_LOOPS(u32, uint32_t, AS_DOUBLE)
 INTEGER_LOOPS(u64, uint64_t, AS_DOUBLE)
 
-static const InnerLoop FORWARD_LOOPS[KIND_COUNT] = {
-    [KIND_F16] = forward_loop_f16, [KIND_F32] = forward_loop_f32,
-    [KIND_F64] = forward_loop_f64, [KIND_BOOL] = forward_loop_bool,
-    [KIND_I8] = forward_loop_i8,   [KIND_I16] = forward_loop_i16,
-    [KIND_I32] = forward_loop_i32, [KIND_I64] = forward_loop_i64,
-    [KIND_U8] = forward_loop_u8,   [KIND_U16] = forward_loop_u16,
-    [KIND_U32] = forward_loop_u32, [KIND_U64] = forward_loop_u64,
-};
-
-static const InnerLoop GRAD_LOOPS[KIND_COUNT] = {
-    [KIND_F16] = grad_loop_f16, [KIND_F32] = grad_loop_f32,
-    [KIND_F64] = grad_loop_f64, [KIND_BOOL] = grad_loop_bool,
-    [KIND_I8] = grad_loop_i8,   [KIND_I16] = grad_loop_i16,
-    [KIND_I32] = grad_loop_i32, [KIND_I64] = grad_loop_i64,
-    [KIND_U8] = grad_loop_u8,   [KIND_U16] = grad_loop_u16,
-    [KIND_U32] = grad_loop_u32, [KIND_U64] = grad_loop_u64,
-};
-
 /* backward = grad_output * (1 if z > 0 else alpha), rounded once to the result. */
 static void
 backward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
@@ -531,6 +514,380 @@ copy_loop(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopCo
     for (Py_ssize_t i = 0; i < n; i++) {
         memcpy(dst + i * steps[1], src + i * steps[0], (size_t)ctx->itemsize);
     }
+}
+
+/* ------------------------------------------------------------------ */
+/* 3b. SIMD inner loops and the kernel table chosen at import          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * One wheel is built for each platform's baseline instruction set; the
+ * x86-64 AVX2 (+F16C) and AVX-512 loops are compiled through per-function
+ * target attributes and chosen at import by CPU detection.  They handle
+ * unit-stride runs and hand anything else to the portable loops above, and
+ * they compute exactly what the portable loops compute (IEEE multiply and
+ * compare, one float16 rounding), so every path gives the same bits.
+ *
+ * Large out-of-place results can be written with streaming stores
+ * (ctx->streaming): they bypass the cache and save the read-for-ownership
+ * of each output line.  The caller only asks for it when the output does
+ * not overlap an input.
+ */
+typedef struct {
+    const char *name;
+    InnerLoop forward[KIND_COUNT];
+    InnerLoop grad[KIND_COUNT];
+    InnerLoop backward_same[3];  /* grad_output and z of one float kind */
+} KernelTable;
+
+#define PORTABLE_UNARY_TABLE(PREFIX)                                            \
+    {                                                                           \
+        [KIND_F16] = PREFIX##_loop_f16, [KIND_F32] = PREFIX##_loop_f32,         \
+        [KIND_F64] = PREFIX##_loop_f64, [KIND_BOOL] = PREFIX##_loop_bool,       \
+        [KIND_I8] = PREFIX##_loop_i8,   [KIND_I16] = PREFIX##_loop_i16,         \
+        [KIND_I32] = PREFIX##_loop_i32, [KIND_I64] = PREFIX##_loop_i64,         \
+        [KIND_U8] = PREFIX##_loop_u8,   [KIND_U16] = PREFIX##_loop_u16,         \
+        [KIND_U32] = PREFIX##_loop_u32, [KIND_U64] = PREFIX##_loop_u64,         \
+    }
+
+static const KernelTable PORTABLE_KERNELS = {
+    .name = "portable",
+    .forward = PORTABLE_UNARY_TABLE(forward),
+    .grad = PORTABLE_UNARY_TABLE(grad),
+    .backward_same = {backward_loop_f16, backward_loop_f32, backward_loop_f64},
+};
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define LEAKY_X86_64 1
+#include <immintrin.h>
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#define TARGET_AVX2
+#define TARGET_AVX512
+#else
+#include <cpuid.h>
+#define TARGET_AVX2 __attribute__((target("avx2,f16c")))
+#define TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,f16c")))
+#endif
+
+/*
+ * The templates below take, per ISA and element kind: the vector type VT,
+ * lanes W, element size ES, loads and stores that convert to and from VT,
+ * and SEL(x, a, b) = (x > 0 ? a : b) lane by lane.
+ */
+#define FORWARD_BODY(x) SEL(x, x, MUL(x, va))
+#define GRAD_BODY(x) SEL(x, vone, va)
+#define BACKWARD_BODY(g, z) MUL(g, SEL(z, vone, va))
+
+/* ---- AVX-512: masked loads and stores handle the ragged ends ---- */
+
+#define AVX512_UNARY(NAME, VT, W, ES, LOAD, MLOAD, STORE, MSTORE, STREAM, SETUP, BODY, FALLBACK) \
+    TARGET_AVX512 static void                                                   \
+    NAME(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx) \
+    {                                                                           \
+        if (steps[0] != ES || steps[1] != ES) {                                 \
+            FALLBACK(ptrs, steps, n, ctx);                                      \
+            return;                                                             \
+        }                                                                       \
+        SETUP                                                                   \
+        const char *src = ptrs[0];                                              \
+        char *dst = ptrs[1];                                                    \
+        Py_ssize_t i = 0;                                                       \
+        const uintptr_t vbytes = (uintptr_t)(W * ES);                           \
+        if (ctx->streaming && ((uintptr_t)dst % ES) == 0) {                     \
+            Py_ssize_t head = (Py_ssize_t)(((vbytes - ((uintptr_t)dst % vbytes)) % vbytes) / ES); \
+            if (head > n) head = n;                                             \
+            if (head > 0) {                                                     \
+                uint64_t m = (1ull << head) - 1;                                \
+                VT x = MLOAD(src, m);                                           \
+                MSTORE(dst, m, BODY);                                           \
+                i = head;                                                       \
+            }                                                                   \
+            for (; i + W <= n; i += W) {                                        \
+                VT x = LOAD(src + i * ES);                                      \
+                STREAM(dst + i * ES, BODY);                                     \
+            }                                                                   \
+            _mm_sfence();                                                       \
+        }                                                                       \
+        for (; i + W <= n; i += W) {                                            \
+            VT x = LOAD(src + i * ES);                                          \
+            STORE(dst + i * ES, BODY);                                          \
+        }                                                                       \
+        if (i < n) {                                                            \
+            uint64_t m = (1ull << (n - i)) - 1;                                 \
+            VT x = MLOAD(src + i * ES, m);                                      \
+            MSTORE(dst + i * ES, m, BODY);                                      \
+        }                                                                       \
+    }
+
+#define AVX512_BINARY(NAME, VT, W, ES, LOAD, MLOAD, STORE, MSTORE, STREAM, SETUP, FALLBACK) \
+    TARGET_AVX512 static void                                                   \
+    NAME(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx) \
+    {                                                                           \
+        if (steps[0] != ES || steps[1] != ES || steps[2] != ES) {               \
+            FALLBACK(ptrs, steps, n, ctx);                                      \
+            return;                                                             \
+        }                                                                       \
+        SETUP                                                                   \
+        const char *gp = ptrs[0], *zp = ptrs[1];                                \
+        char *dst = ptrs[2];                                                    \
+        Py_ssize_t i = 0;                                                       \
+        const uintptr_t vbytes = (uintptr_t)(W * ES);                           \
+        if (ctx->streaming && ((uintptr_t)dst % ES) == 0) {                     \
+            Py_ssize_t head = (Py_ssize_t)(((vbytes - ((uintptr_t)dst % vbytes)) % vbytes) / ES); \
+            if (head > n) head = n;                                             \
+            if (head > 0) {                                                     \
+                uint64_t m = (1ull << head) - 1;                                \
+                VT g = MLOAD(gp, m), z = MLOAD(zp, m);                          \
+                MSTORE(dst, m, BACKWARD_BODY(g, z));                            \
+                i = head;                                                       \
+            }                                                                   \
+            for (; i + W <= n; i += W) {                                        \
+                VT g = LOAD(gp + i * ES), z = LOAD(zp + i * ES);                \
+                STREAM(dst + i * ES, BACKWARD_BODY(g, z));                      \
+            }                                                                   \
+            _mm_sfence();                                                       \
+        }                                                                       \
+        for (; i + W <= n; i += W) {                                            \
+            VT g = LOAD(gp + i * ES), z = LOAD(zp + i * ES);                    \
+            STORE(dst + i * ES, BACKWARD_BODY(g, z));                           \
+        }                                                                       \
+        if (i < n) {                                                            \
+            uint64_t m = (1ull << (n - i)) - 1;                                 \
+            VT g = MLOAD(gp + i * ES, m), z = MLOAD(zp + i * ES, m);            \
+            MSTORE(dst + i * ES, m, BACKWARD_BODY(g, z));                       \
+        }                                                                       \
+    }
+
+/* float32 and float16 share the 16-lane float32 vector; float16 converts. */
+#define SEL(x, a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask((x), vzero, _CMP_GT_OQ), (b), (a))
+#define MUL _mm512_mul_ps
+#define SETUP_PS                                                                \
+    const __m512 va = _mm512_set1_ps(ctx->alpha32), vone = _mm512_set1_ps(1.0f), \
+                 vzero = _mm512_setzero_ps();
+#define F32_LOAD(p) _mm512_loadu_ps((const void *)(p))
+#define F32_MLOAD(p, m) _mm512_maskz_loadu_ps((__mmask16)(m), (const void *)(p))
+#define F32_STORE(p, v) _mm512_storeu_ps((void *)(p), (v))
+#define F32_MSTORE(p, m, v) _mm512_mask_storeu_ps((void *)(p), (__mmask16)(m), (v))
+#define F32_STREAM(p, v) _mm512_stream_ps((void *)(p), (v))
+#define F16_LOAD(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define F16_MLOAD(p, m) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16)(m), (const void *)(p)))
+#define F16_PACK(v) _mm512_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define F16_STORE(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), F16_PACK(v))
+#define F16_MSTORE(p, m, v) _mm256_mask_storeu_epi16((void *)(p), (__mmask16)(m), F16_PACK(v))
+#define F16_STREAM(p, v) _mm256_stream_si256((__m256i *)(void *)(p), F16_PACK(v))
+
+AVX512_UNARY(avx512_forward_f32, __m512, 16, 4, F32_LOAD, F32_MLOAD, F32_STORE, F32_MSTORE,
+             F32_STREAM, SETUP_PS, FORWARD_BODY(x), forward_loop_f32)
+AVX512_UNARY(avx512_grad_f32, __m512, 16, 4, F32_LOAD, F32_MLOAD, F32_STORE, F32_MSTORE,
+             F32_STREAM, SETUP_PS, GRAD_BODY(x), grad_loop_f32)
+AVX512_BINARY(avx512_backward_f32, __m512, 16, 4, F32_LOAD, F32_MLOAD, F32_STORE, F32_MSTORE,
+              F32_STREAM, SETUP_PS, backward_loop_f32)
+AVX512_UNARY(avx512_forward_f16, __m512, 16, 2, F16_LOAD, F16_MLOAD, F16_STORE, F16_MSTORE,
+             F16_STREAM, SETUP_PS, FORWARD_BODY(x), forward_loop_f16)
+AVX512_UNARY(avx512_grad_f16, __m512, 16, 2, F16_LOAD, F16_MLOAD, F16_STORE, F16_MSTORE,
+             F16_STREAM, SETUP_PS, GRAD_BODY(x), grad_loop_f16)
+AVX512_BINARY(avx512_backward_f16, __m512, 16, 2, F16_LOAD, F16_MLOAD, F16_STORE, F16_MSTORE,
+              F16_STREAM, SETUP_PS, backward_loop_f16)
+#undef SEL
+#undef MUL
+
+#define SEL(x, a, b) _mm512_mask_blend_pd(_mm512_cmp_pd_mask((x), vzero, _CMP_GT_OQ), (b), (a))
+#define MUL _mm512_mul_pd
+#define SETUP_PD                                                                \
+    const __m512d va = _mm512_set1_pd(ctx->alpha), vone = _mm512_set1_pd(1.0),  \
+                  vzero = _mm512_setzero_pd();
+#define F64_LOAD(p) _mm512_loadu_pd((const void *)(p))
+#define F64_MLOAD(p, m) _mm512_maskz_loadu_pd((__mmask8)(m), (const void *)(p))
+#define F64_STORE(p, v) _mm512_storeu_pd((void *)(p), (v))
+#define F64_MSTORE(p, m, v) _mm512_mask_storeu_pd((void *)(p), (__mmask8)(m), (v))
+#define F64_STREAM(p, v) _mm512_stream_pd((void *)(p), (v))
+AVX512_UNARY(avx512_forward_f64, __m512d, 8, 8, F64_LOAD, F64_MLOAD, F64_STORE, F64_MSTORE,
+             F64_STREAM, SETUP_PD, FORWARD_BODY(x), forward_loop_f64)
+AVX512_UNARY(avx512_grad_f64, __m512d, 8, 8, F64_LOAD, F64_MLOAD, F64_STORE, F64_MSTORE,
+             F64_STREAM, SETUP_PD, GRAD_BODY(x), grad_loop_f64)
+AVX512_BINARY(avx512_backward_f64, __m512d, 8, 8, F64_LOAD, F64_MLOAD, F64_STORE, F64_MSTORE,
+              F64_STREAM, SETUP_PD, backward_loop_f64)
+#undef SEL
+#undef MUL
+
+/* ---- AVX2 + F16C: the portable loops finish the ragged ends ---- */
+
+#define AVX2_UNARY(NAME, VT, W, ES, LOAD, STORE, STREAM, SETUP, BODY, FALLBACK)  \
+    TARGET_AVX2 static void                                                     \
+    NAME(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx) \
+    {                                                                           \
+        if (steps[0] != ES || steps[1] != ES) {                                 \
+            FALLBACK(ptrs, steps, n, ctx);                                      \
+            return;                                                             \
+        }                                                                       \
+        SETUP                                                                   \
+        const char *src = ptrs[0];                                              \
+        char *dst = ptrs[1];                                                    \
+        Py_ssize_t i = 0;                                                       \
+        const uintptr_t vbytes = (uintptr_t)(W * ES);                           \
+        if (ctx->streaming && ((uintptr_t)dst % ES) == 0) {                     \
+            Py_ssize_t head = (Py_ssize_t)(((vbytes - ((uintptr_t)dst % vbytes)) % vbytes) / ES); \
+            if (head > n) head = n;                                             \
+            char *head_ptrs[2] = {(char *)src, dst};                            \
+            FALLBACK(head_ptrs, steps, head, ctx);                              \
+            for (i = head; i + W <= n; i += W) {                                \
+                VT x = LOAD(src + i * ES);                                      \
+                STREAM(dst + i * ES, BODY);                                     \
+            }                                                                   \
+            _mm_sfence();                                                       \
+        }                                                                       \
+        for (; i + W <= n; i += W) {                                            \
+            VT x = LOAD(src + i * ES);                                          \
+            STORE(dst + i * ES, BODY);                                          \
+        }                                                                       \
+        char *tail[2] = {(char *)src + i * ES, dst + i * ES};                   \
+        FALLBACK(tail, steps, n - i, ctx);                                      \
+    }
+
+#define AVX2_BINARY(NAME, VT, W, ES, LOAD, STORE, STREAM, SETUP, FALLBACK)       \
+    TARGET_AVX2 static void                                                     \
+    NAME(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx) \
+    {                                                                           \
+        if (steps[0] != ES || steps[1] != ES || steps[2] != ES) {               \
+            FALLBACK(ptrs, steps, n, ctx);                                      \
+            return;                                                             \
+        }                                                                       \
+        SETUP                                                                   \
+        const char *gp = ptrs[0], *zp = ptrs[1];                                \
+        char *dst = ptrs[2];                                                    \
+        Py_ssize_t i = 0;                                                       \
+        const uintptr_t vbytes = (uintptr_t)(W * ES);                           \
+        if (ctx->streaming && ((uintptr_t)dst % ES) == 0) {                     \
+            Py_ssize_t head = (Py_ssize_t)(((vbytes - ((uintptr_t)dst % vbytes)) % vbytes) / ES); \
+            if (head > n) head = n;                                             \
+            char *head_ptrs[3] = {(char *)gp, (char *)zp, dst};                 \
+            FALLBACK(head_ptrs, steps, head, ctx);                              \
+            for (i = head; i + W <= n; i += W) {                                \
+                VT g = LOAD(gp + i * ES), z = LOAD(zp + i * ES);                \
+                STREAM(dst + i * ES, BACKWARD_BODY(g, z));                      \
+            }                                                                   \
+            _mm_sfence();                                                       \
+        }                                                                       \
+        for (; i + W <= n; i += W) {                                            \
+            VT g = LOAD(gp + i * ES), z = LOAD(zp + i * ES);                    \
+            STORE(dst + i * ES, BACKWARD_BODY(g, z));                           \
+        }                                                                       \
+        char *tail[3] = {(char *)gp + i * ES, (char *)zp + i * ES, dst + i * ES}; \
+        FALLBACK(tail, steps, n - i, ctx);                                      \
+    }
+
+#define SEL(x, a, b) _mm256_blendv_ps((b), (a), _mm256_cmp_ps((x), vzero, _CMP_GT_OQ))
+#define MUL _mm256_mul_ps
+#define SETUP_PS256                                                             \
+    const __m256 va = _mm256_set1_ps(ctx->alpha32), vone = _mm256_set1_ps(1.0f), \
+                 vzero = _mm256_setzero_ps();
+#define F32X8_LOAD(p) _mm256_loadu_ps((const void *)(p))
+#define F32X8_STORE(p, v) _mm256_storeu_ps((void *)(p), (v))
+#define F32X8_STREAM(p, v) _mm256_stream_ps((void *)(p), (v))
+#define F16X8_LOAD(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define F16X8_PACK(v) _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define F16X8_STORE(p, v) _mm_storeu_si128((__m128i *)(void *)(p), F16X8_PACK(v))
+#define F16X8_STREAM(p, v) _mm_stream_si128((__m128i *)(void *)(p), F16X8_PACK(v))
+AVX2_UNARY(avx2_forward_f32, __m256, 8, 4, F32X8_LOAD, F32X8_STORE, F32X8_STREAM, SETUP_PS256,
+           FORWARD_BODY(x), forward_loop_f32)
+AVX2_UNARY(avx2_grad_f32, __m256, 8, 4, F32X8_LOAD, F32X8_STORE, F32X8_STREAM, SETUP_PS256,
+           GRAD_BODY(x), grad_loop_f32)
+AVX2_BINARY(avx2_backward_f32, __m256, 8, 4, F32X8_LOAD, F32X8_STORE, F32X8_STREAM, SETUP_PS256,
+            backward_loop_f32)
+AVX2_UNARY(avx2_forward_f16, __m256, 8, 2, F16X8_LOAD, F16X8_STORE, F16X8_STREAM, SETUP_PS256,
+           FORWARD_BODY(x), forward_loop_f16)
+AVX2_UNARY(avx2_grad_f16, __m256, 8, 2, F16X8_LOAD, F16X8_STORE, F16X8_STREAM, SETUP_PS256,
+           GRAD_BODY(x), grad_loop_f16)
+AVX2_BINARY(avx2_backward_f16, __m256, 8, 2, F16X8_LOAD, F16X8_STORE, F16X8_STREAM, SETUP_PS256,
+            backward_loop_f16)
+#undef SEL
+#undef MUL
+
+#define SEL(x, a, b) _mm256_blendv_pd((b), (a), _mm256_cmp_pd((x), vzero, _CMP_GT_OQ))
+#define MUL _mm256_mul_pd
+#define SETUP_PD256                                                             \
+    const __m256d va = _mm256_set1_pd(ctx->alpha), vone = _mm256_set1_pd(1.0),  \
+                  vzero = _mm256_setzero_pd();
+#define F64X4_LOAD(p) _mm256_loadu_pd((const void *)(p))
+#define F64X4_STORE(p, v) _mm256_storeu_pd((void *)(p), (v))
+#define F64X4_STREAM(p, v) _mm256_stream_pd((void *)(p), (v))
+AVX2_UNARY(avx2_forward_f64, __m256d, 4, 8, F64X4_LOAD, F64X4_STORE, F64X4_STREAM, SETUP_PD256,
+           FORWARD_BODY(x), forward_loop_f64)
+AVX2_UNARY(avx2_grad_f64, __m256d, 4, 8, F64X4_LOAD, F64X4_STORE, F64X4_STREAM, SETUP_PD256,
+           GRAD_BODY(x), grad_loop_f64)
+AVX2_BINARY(avx2_backward_f64, __m256d, 4, 8, F64X4_LOAD, F64X4_STORE, F64X4_STREAM, SETUP_PD256,
+            backward_loop_f64)
+#undef SEL
+#undef MUL
+
+/* Integer inputs stay on the portable loops: they are not the hot formats. */
+#define SIMD_TABLE(NAME, ISA)                                                   \
+    static const KernelTable NAME = {                                           \
+        .name = #ISA,                                                           \
+        .forward = {[KIND_F16] = ISA##_forward_f16, [KIND_F32] = ISA##_forward_f32, \
+                    [KIND_F64] = ISA##_forward_f64, [KIND_BOOL] = forward_loop_bool, \
+                    [KIND_I8] = forward_loop_i8,   [KIND_I16] = forward_loop_i16, \
+                    [KIND_I32] = forward_loop_i32, [KIND_I64] = forward_loop_i64, \
+                    [KIND_U8] = forward_loop_u8,   [KIND_U16] = forward_loop_u16, \
+                    [KIND_U32] = forward_loop_u32, [KIND_U64] = forward_loop_u64}, \
+        .grad = {[KIND_F16] = ISA##_grad_f16, [KIND_F32] = ISA##_grad_f32,      \
+                 [KIND_F64] = ISA##_grad_f64, [KIND_BOOL] = grad_loop_bool,     \
+                 [KIND_I8] = grad_loop_i8,   [KIND_I16] = grad_loop_i16,        \
+                 [KIND_I32] = grad_loop_i32, [KIND_I64] = grad_loop_i64,        \
+                 [KIND_U8] = grad_loop_u8,   [KIND_U16] = grad_loop_u16,        \
+                 [KIND_U32] = grad_loop_u32, [KIND_U64] = grad_loop_u64},       \
+        .backward_same = {ISA##_backward_f16, ISA##_backward_f32, ISA##_backward_f64}, \
+    };
+SIMD_TABLE(AVX2_KERNELS, avx2)
+SIMD_TABLE(AVX512_KERNELS, avx512)
+
+/* CPUID leaf 7 feature bits, plus the OS's promise (XCR0) to save the registers. */
+static void
+cpu_features(int *has_avx2, int *has_avx512)
+{
+    unsigned int a, b, c, d;
+    *has_avx2 = *has_avx512 = 0;
+#if defined(_MSC_VER) && !defined(__clang__)
+    int regs[4];
+    __cpuid(regs, 0);
+    if (regs[0] < 7) return;
+    __cpuid(regs, 1);
+    c = (unsigned int)regs[2];
+    if (!(c & (1u << 27)) || !(c & (1u << 29))) return;  /* OSXSAVE, F16C */
+    unsigned long long xcr0 = _xgetbv(0);
+    __cpuidex(regs, 7, 0);
+    b = (unsigned int)regs[1];
+#else
+    if (__get_cpuid_max(0, NULL) < 7) return;
+    __cpuid(1, a, b, c, d);
+    if (!(c & (1u << 27)) || !(c & (1u << 29))) return;  /* OSXSAVE, F16C */
+    unsigned int xlo, xhi;
+    __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    unsigned long long xcr0 = ((unsigned long long)xhi << 32) | xlo;
+    __cpuid_count(7, 0, a, b, c, d);
+#endif
+    int ymm_saved = (xcr0 & 0x6) == 0x6;
+    int zmm_saved = (xcr0 & 0xe6) == 0xe6;
+    *has_avx2 = ymm_saved && (b & (1u << 5));
+    const unsigned int avx512_fdq_bw_vl = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31);
+    *has_avx512 = *has_avx2 && zmm_saved && (b & avx512_fdq_bw_vl) == avx512_fdq_bw_vl;
+}
+#endif /* x86-64 */
+
+/* Every kernel path this CPU can run, best first; returns the count. */
+static int
+supported_kernels(const KernelTable **tables)
+{
+    int count = 0;
+#ifdef LEAKY_X86_64
+    int has_avx2, has_avx512;
+    cpu_features(&has_avx2, &has_avx512);
+    if (has_avx512) tables[count++] = &AVX512_KERNELS;
+    if (has_avx2) tables[count++] = &AVX2_KERNELS;
+#endif
+    tables[count++] = &PORTABLE_KERNELS;
+    return count;
 }
 
 /* ------------------------------------------------------------------ */
@@ -629,9 +986,9 @@ plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop, cons
     }
 }
 
-/* Runs loop over operands that all have the shape of ops[0]. */
+/* Runs loop over operands that all have the shape of ops[0], on this thread. */
 static void
-run_elementwise(Operand *const *ops, int nops, InnerLoop loop, const LoopContext *ctx)
+run_serial(Operand *const *ops, int nops, InnerLoop loop, const LoopContext *ctx)
 {
     LoopPlan plan;
     const Py_ssize_t *strides[MAX_OPERANDS];
@@ -644,6 +1001,312 @@ run_elementwise(Operand *const *ops, int nops, InnerLoop loop, const LoopContext
         return;
     }
     plan_run(&plan, nops, base, loop, ctx);
+}
+
+/* ------------------------------------------------------------------ */
+/* 4b. The thread pool                                                 */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Large arrays are split across a small persistent pool of OS threads
+ * (pthreads or Win32; no OpenMP runtime to ship).  The calling thread does
+ * the first part itself.  Hand-off costs microseconds: a worker that has
+ * just finished spins briefly on the job counter before it sleeps on a
+ * condition variable, so back-to-back calls never pay a wake-up.
+ *
+ * - Fork: the pool remembers the pid that made it; a child sees another pid,
+ *   abandons the inherited copy (its threads do not exist there) and makes
+ *   a pool of its own.
+ * - Many Python threads: one job at a time; a caller that finds the pool
+ *   busy runs its kernel alone instead of waiting.
+ * - Interpreter exit: module free stops and joins the workers.
+ * Workers never touch Python objects or the GIL.
+ */
+#define LEAKY_MAX_THREADS 64
+#define LEAKY_SPIN_ROUNDS 20000
+
+#ifdef _WIN32
+#include <windows.h>
+typedef HANDLE ThreadHandle;
+typedef SRWLOCK Mutex;
+typedef CONDITION_VARIABLE Cond;
+#define mutex_init(m) InitializeSRWLock(m)
+#define mutex_destroy(m) ((void)0)
+#define mutex_lock(m) AcquireSRWLockExclusive(m)
+#define mutex_unlock(m) ReleaseSRWLockExclusive(m)
+#define cond_init(c) InitializeConditionVariable(c)
+#define cond_destroy(c) ((void)0)
+#define cond_wait(c, m) SleepConditionVariableSRW((c), (m), INFINITE, 0)
+#define cond_broadcast(c) WakeAllConditionVariable(c)
+#define current_pid() 0L
+#else
+#include <pthread.h>
+#include <unistd.h>
+typedef pthread_t ThreadHandle;
+typedef pthread_mutex_t Mutex;
+typedef pthread_cond_t Cond;
+#define mutex_init(m) pthread_mutex_init((m), NULL)
+#define mutex_destroy(m) pthread_mutex_destroy(m)
+#define mutex_lock(m) pthread_mutex_lock(m)
+#define mutex_unlock(m) pthread_mutex_unlock(m)
+#define cond_init(c) pthread_cond_init((c), NULL)
+#define cond_destroy(c) pthread_cond_destroy(c)
+#define cond_wait(c, m) pthread_cond_wait((c), (m))
+#define cond_broadcast(c) pthread_cond_broadcast(c)
+#define current_pid() ((long)getpid())
+#endif
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define ATOMIC_LOAD(p) _InterlockedOr64((volatile long long *)(p), 0)
+#define ATOMIC_STORE(p, v) _InterlockedExchange64((volatile long long *)(p), (v))
+#define ATOMIC_ADD(p, v) _InterlockedExchangeAdd64((volatile long long *)(p), (v))
+#define ATOMIC_CAS(p, expected, desired) \
+    (_InterlockedCompareExchange64((volatile long long *)(p), (desired), (expected)) == (expected))
+#define ATOMIC_LOAD_PTR(p) _InterlockedCompareExchangePointer((void *volatile *)(p), NULL, NULL)
+#define ATOMIC_CAS_PTR(p, expected, desired) \
+    (_InterlockedCompareExchangePointer((void *volatile *)(p), (desired), (expected)) == (expected))
+#else
+#define ATOMIC_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define ATOMIC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define ATOMIC_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_ACQ_REL)
+#define ATOMIC_CAS(p, expected, desired)                                          \
+    __extension__({ long long expected_ = (expected);                             \
+        __atomic_compare_exchange_n((p), &expected_, (desired), 0, __ATOMIC_ACQ_REL, \
+                                    __ATOMIC_ACQUIRE); })
+#define ATOMIC_LOAD_PTR(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define ATOMIC_CAS_PTR(p, expected, desired)                                      \
+    __extension__({ void *expected_ = (expected);                                 \
+        __atomic_compare_exchange_n((void **)(p), &expected_, (desired), 0, __ATOMIC_ACQ_REL, \
+                                    __ATOMIC_ACQUIRE); })
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
+#define cpu_relax() _mm_pause()
+#elif defined(__aarch64__) && !defined(_MSC_VER)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* A split of one plan into parts: ranges of its outermost dimension. */
+typedef struct {
+    const LoopPlan *plan;
+    int nops;
+    char *base[MAX_OPERANDS];
+    InnerLoop loop;
+    const LoopContext *ctx;
+    int nparts;
+} ParallelJob;
+
+static Py_ssize_t
+part_start(const ParallelJob *job, int part)
+{
+    Py_ssize_t extent = job->plan->shape[0];
+    Py_ssize_t start = (Py_ssize_t)((double)extent * part / job->nparts);
+    if (job->plan->ndim == 1 && part > 0 && part < job->nparts) {
+        start &= ~(Py_ssize_t)63;  /* whole cache lines per part on 1-d runs */
+    }
+    return part >= job->nparts ? extent : start;
+}
+
+static void
+run_part(const ParallelJob *job, int part)
+{
+    Py_ssize_t lo = part_start(job, part), hi = part_start(job, part + 1);
+    if (hi <= lo) {
+        return;
+    }
+    LoopPlan sub = *job->plan;
+    char *base[MAX_OPERANDS];
+    sub.shape[0] = hi - lo;
+    for (int op = 0; op < job->nops; op++) {
+        base[op] = job->base[op] + lo * job->plan->strides[op][0];
+    }
+    plan_run(&sub, job->nops, base, job->loop, job->ctx);
+}
+
+typedef struct ThreadPool ThreadPool;
+
+typedef struct {
+    ThreadPool *pool;
+    int index;  /* the part this worker runs; the caller runs part 0 */
+} Worker;
+
+struct ThreadPool {
+    long long generation;  /* bumped once per job; workers wait for a change */
+    long long pending;     /* workers still running the current job */
+    long long busy;        /* a caller owns the pool */
+    long long stop;
+    long long sleepers;    /* workers asleep on `work` (guarded by lock) */
+    const ParallelJob *job;
+    long pid;
+    int nworkers;
+    Mutex lock;
+    Cond work;
+    Cond done;
+    ThreadHandle threads[LEAKY_MAX_THREADS];
+    Worker workers[LEAKY_MAX_THREADS];
+};
+
+/* Waits for a job newer than `seen`; returns it, or -1 when told to stop. */
+static long long
+pool_wait_for_job(ThreadPool *pool, long long seen)
+{
+    for (int round = 0; round < LEAKY_SPIN_ROUNDS; round++) {
+        if (ATOMIC_LOAD(&pool->stop)) {
+            return -1;
+        }
+        long long generation = ATOMIC_LOAD(&pool->generation);
+        if (generation != seen) {
+            return generation;
+        }
+        cpu_relax();
+    }
+    mutex_lock(&pool->lock);
+    pool->sleepers++;
+    while (ATOMIC_LOAD(&pool->generation) == seen && !ATOMIC_LOAD(&pool->stop)) {
+        cond_wait(&pool->work, &pool->lock);
+    }
+    pool->sleepers--;
+    mutex_unlock(&pool->lock);
+    return ATOMIC_LOAD(&pool->stop) ? -1 : ATOMIC_LOAD(&pool->generation);
+}
+
+#ifdef _WIN32
+static DWORD WINAPI
+worker_main(LPVOID arg)
+#else
+static void *
+worker_main(void *arg)
+#endif
+{
+    Worker *self = (Worker *)arg;
+    ThreadPool *pool = self->pool;
+    long long seen = 0;
+    for (;;) {
+        long long generation = pool_wait_for_job(pool, seen);
+        if (generation < 0) {
+            break;
+        }
+        seen = generation;
+        const ParallelJob *job = pool->job;
+        if (self->index < job->nparts) {
+            run_part(job, self->index);
+        }
+        if (ATOMIC_ADD(&pool->pending, -1) == 1) {
+            mutex_lock(&pool->lock);  /* pairs with the caller's check under the lock */
+            cond_broadcast(&pool->done);
+            mutex_unlock(&pool->lock);
+        }
+    }
+#ifdef _WIN32
+    return 0;
+#else
+    return NULL;
+#endif
+}
+
+static int
+default_thread_count(void)
+{
+    long count = 1;
+#ifdef _WIN32
+    count = (long)GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
+#elif defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        count = CPU_COUNT(&set);  /* the CPUs this process may run on */
+    }
+    else {
+        count = sysconf(_SC_NPROCESSORS_ONLN);
+    }
+#else
+    count = sysconf(_SC_NPROCESSORS_ONLN);
+#endif
+    if (count < 1) count = 1;
+    if (count > LEAKY_MAX_THREADS) count = LEAKY_MAX_THREADS;
+    return (int)count;
+}
+
+static void
+pool_free(ThreadPool *pool)
+{
+    if (pool == NULL) {
+        return;
+    }
+    if (pool->pid != current_pid()) {
+        return;  /* a fork child's copy: no threads to join, the lock may be held */
+    }
+    ATOMIC_STORE(&pool->stop, 1);
+    mutex_lock(&pool->lock);
+    cond_broadcast(&pool->work);
+    mutex_unlock(&pool->lock);
+    for (int i = 0; i < pool->nworkers; i++) {
+#ifdef _WIN32
+        WaitForSingleObject(pool->threads[i], INFINITE);
+        CloseHandle(pool->threads[i]);
+#else
+        pthread_join(pool->threads[i], NULL);
+#endif
+    }
+    mutex_destroy(&pool->lock);
+    cond_destroy(&pool->work);
+    cond_destroy(&pool->done);
+    PyMem_RawFree(pool);
+}
+
+/* A pool with `nthreads - 1` workers; NULL if the OS refuses threads. */
+static ThreadPool *
+pool_new(int nthreads)
+{
+    ThreadPool *pool = PyMem_RawCalloc(1, sizeof(ThreadPool));
+    if (pool == NULL) {
+        return NULL;
+    }
+    pool->pid = current_pid();
+    mutex_init(&pool->lock);
+    cond_init(&pool->work);
+    cond_init(&pool->done);
+    for (int i = 0; i < nthreads - 1; i++) {
+        pool->workers[i].pool = pool;
+        pool->workers[i].index = i + 1;
+#ifdef _WIN32
+        pool->threads[i] = CreateThread(NULL, 0, worker_main, &pool->workers[i], 0, NULL);
+        int failed = pool->threads[i] == NULL;
+#else
+        int failed = pthread_create(&pool->threads[i], NULL, worker_main, &pool->workers[i]) != 0;
+#endif
+        if (failed) {
+            break;
+        }
+        pool->nworkers++;
+    }
+    return pool;
+}
+
+/* Runs the job's parts on the pool and the calling thread; returns when all are done. */
+static void
+pool_run(ThreadPool *pool, const ParallelJob *job)
+{
+    pool->job = job;
+    ATOMIC_STORE(&pool->pending, pool->nworkers);
+    mutex_lock(&pool->lock);
+    ATOMIC_ADD(&pool->generation, 1);
+    if (pool->sleepers > 0) {
+        cond_broadcast(&pool->work);
+    }
+    mutex_unlock(&pool->lock);
+    run_part(job, 0);
+    for (int round = 0; round < LEAKY_SPIN_ROUNDS && ATOMIC_LOAD(&pool->pending) > 0; round++) {
+        cpu_relax();
+    }
+    if (ATOMIC_LOAD(&pool->pending) > 0) {
+        mutex_lock(&pool->lock);
+        while (ATOMIC_LOAD(&pool->pending) > 0) {
+            cond_wait(&pool->done, &pool->lock);
+        }
+        mutex_unlock(&pool->lock);
+    }
 }
 
 /* Byte range [*lo, *hi) that a view can touch; empty views touch nothing. */
@@ -730,7 +1393,7 @@ detach_from_output(Operand *input, const Operand *output, int *failed)
     }
     Operand *pair[2] = {input, &packed};
     LoopContext ctx = {.itemsize = itemsize};
-    run_elementwise(pair, 2, copy_loop, &ctx);
+    run_serial(pair, 2, copy_loop, &ctx);
     input->view.buf = copy;
     memcpy(input->strides, packed.strides, sizeof(Py_ssize_t) * (size_t)input->view.ndim);
     return copy;
@@ -838,15 +1501,26 @@ static PyType_Spec result_buffer_spec = {
 /* 8a. Module state (used by everything below)                         */
 /* ------------------------------------------------------------------ */
 
+/* PyArray_New's signature, as NumPy's C-API table exports it. */
+typedef PyObject *(*NewArrayFunc)(PyTypeObject *, int, const Py_ssize_t *, int,
+                                  const Py_ssize_t *, void *, int, int, PyObject *);
+
 typedef struct {
+    const KernelTable *kernels;  /* chosen once, at import */
+    ThreadPool *pool;            /* made on first use; see pool_for_caller */
+    int max_threads;             /* CPUs this process may use */
     PyTypeObject *result_buffer_type;
     PyObject *new_result;      /* leaky._containers.new_result */
+    PyObject *numpy_core;      /* NumPy's _multiarray_umath, once an ndarray was seen */
+    PyTypeObject *ndarray_type;
+    NewArrayFunc numpy_new_array;  /* PyArray_New from NumPy's C-API table */
     PyObject *default_alpha;   /* the float 0.01 */
     PyObject *zero;            /* the int 0, for z > 0 on other numbers */
     PyObject *one;             /* the int 1, for the generic gradient */
     PyObject *str_z;
     PyObject *str_alpha;
     PyObject *str_out;
+    PyObject *str_threads;
     PyObject *str_grad_output;
 } LeakyState;
 
@@ -1348,6 +2022,126 @@ new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand
     return 0;
 }
 
+/*
+ * The NumPy fast path.  Making a result through Python costs about a
+ * microsecond, more than the whole kernel on a small array, so for exact
+ * numpy.ndarray inputs the result comes from PyArray_New, found at run time
+ * in the C-API table that NumPy exports as a capsule (no NumPy at build
+ * time, nothing imported before the caller hands us an ndarray).  Table
+ * slots and type numbers are NumPy's stable ABI; the data pointer's place in
+ * the array object is checked against the buffer protocol once, and any
+ * surprise turns the fast path off for good.
+ */
+#define NPY_FLOAT_TYPENUM 11
+#define NPY_DOUBLE_TYPENUM 12
+#define NPY_HALF_TYPENUM 23
+
+static inline char *
+ndarray_data(PyObject *array)
+{
+    char *data;
+    memcpy(&data, (char *)array + sizeof(PyObject), sizeof data);  /* fields.data */
+    return data;
+}
+
+static int
+typenum_of_result(ElemKind kind)
+{
+    switch (kind) {
+    case KIND_F16: return NPY_HALF_TYPENUM;
+    case KIND_F32: return NPY_FLOAT_TYPENUM;
+    default: return NPY_DOUBLE_TYPENUM;
+    }
+}
+
+/* Looks up NumPy's C API the first time an ndarray arrives; 0 if unusable. */
+static int
+load_numpy_api(LeakyState *st)
+{
+    static const char *const modules[] = {"numpy._core._multiarray_umath",
+                                          "numpy.core._multiarray_umath"};
+    PyObject *core = NULL, *capsule = NULL, *probe = NULL;
+    int usable = 0;
+    for (size_t i = 0; i < sizeof modules / sizeof *modules && core == NULL; i++) {
+        core = PyImport_ImportModule(modules[i]);
+        if (core == NULL) {
+            PyErr_Clear();
+        }
+    }
+    capsule = core ? PyObject_GetAttrString(core, "_ARRAY_API") : NULL;
+    void **api = capsule && PyCapsule_CheckExact(capsule) ? PyCapsule_GetPointer(capsule, NULL) : NULL;
+    if (api == NULL) {
+        goto done;
+    }
+    unsigned int (*abi_version)(void) = (unsigned int (*)(void))api[0];
+    if (abi_version() < 0x01000009) {  /* NumPy 1.x's ABI and up */
+        goto done;
+    }
+    PyTypeObject *ndarray = (PyTypeObject *)api[2];
+    NewArrayFunc new_array = (NewArrayFunc)api[93];
+    Py_ssize_t dims[1] = {3};
+    probe = new_array(ndarray, 1, dims, NPY_DOUBLE_TYPENUM, NULL, NULL, 0, 0, NULL);
+    if (probe == NULL) {
+        goto done;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(probe, &view, PyBUF_RECORDS) < 0) {
+        goto done;
+    }
+    usable = Py_TYPE(probe) == ndarray && view.buf == ndarray_data(probe) && view.ndim == 1 &&
+             view.itemsize == 8 && view.shape[0] == 3 && view.strides[0] == 8 && !view.readonly;
+    PyBuffer_Release(&view);
+    if (usable) {
+        st->numpy_core = Py_NewRef(core);
+        st->numpy_new_array = new_array;
+        st->ndarray_type = ndarray;
+    }
+done:
+    PyErr_Clear();  /* no fast path is never an error: the Python route remains */
+    Py_XDECREF(probe);
+    Py_XDECREF(capsule);
+    Py_XDECREF(core);
+    return usable;
+}
+
+/* A new C-contiguous ndarray result shaped like `like`, or NULL if `source` is no ndarray. */
+static PyObject *
+new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
+                   Operand *out_op)
+{
+    PyTypeObject *type = Py_TYPE(source);
+    if (st->ndarray_type == NULL) {
+        if (strcmp(type->tp_name, "numpy.ndarray") != 0 || st->numpy_core != NULL ||
+            !load_numpy_api(st)) {
+            return NULL;
+        }
+    }
+    if (type != st->ndarray_type) {
+        return NULL;
+    }
+    PyObject *array = st->numpy_new_array(st->ndarray_type, like->view.ndim, like->shape,
+                                          typenum_of_result(result_kind), NULL, NULL, 0, 0, NULL);
+    if (array == NULL) {
+        return NULL;
+    }
+    Py_buffer *v = &out_op->view;
+    memset(v, 0, sizeof *v);
+    v->buf = ndarray_data(array);
+    v->itemsize = itemsize_of_result(result_kind);
+    v->ndim = like->view.ndim;
+    v->readonly = 0;
+    Py_ssize_t stride = v->itemsize;
+    for (int d = like->view.ndim - 1; d >= 0; d--) {
+        out_op->shape[d] = like->shape[d];
+        out_op->strides[d] = stride;
+        stride *= like->shape[d];
+    }
+    v->len = stride;
+    out_op->kind = result_kind;
+    out_op->acquired = 0;  /* nothing to release: we own the new array */
+    return array;
+}
+
 /* Fills out_op with the buffer to write: the caller's out=, or a new result. */
 static int
 prepare_output(LeakyState *st, const char *fname, PyObject *source, PyObject *out_obj,
@@ -1362,7 +2156,12 @@ prepare_output(LeakyState *st, const char *fname, PyObject *source, PyObject *ou
         *finish = NULL;
         return 0;
     }
-    if (new_result(st, source, result_kind, like, target, finish) < 0) {
+    *target = new_ndarray_result(st, source, result_kind, like, out_op);
+    if (*target != NULL) {
+        *finish = NULL;
+        return 0;
+    }
+    if (PyErr_Occurred() || new_result(st, source, result_kind, like, target, finish) < 0) {
         return -1;
     }
     if (PyObject_GetBuffer(*target, &out_op->view, PyBUF_RECORDS) < 0) {
@@ -1382,9 +2181,119 @@ finish_result(PyObject *target, PyObject *finish)
     return PyObject_CallOneArg(finish, target);
 }
 
+/*
+ * Below these element counts a call stays on the calling thread and keeps
+ * the GIL: releasing it, or waking workers, costs more than the work.  The
+ * thresholds are exported (underscored) so tests can cover both sides.
+ */
+#define LEAKY_GIL_THRESHOLD 16384
+#define LEAKY_PARALLEL_THRESHOLD 32768
+/* Outputs this large go past the last-level cache anyway: stream them. */
+#define LEAKY_STREAM_BYTES ((Py_ssize_t)16 << 20)
+
+/* This process's pool, made (or remade after a fork) on demand; NULL if busy. */
+static ThreadPool *
+pool_for_caller(LeakyState *st)
+{
+    for (;;) {
+        ThreadPool *pool = ATOMIC_LOAD_PTR(&st->pool);
+        if (pool != NULL && pool->pid == current_pid()) {
+            return ATOMIC_CAS(&pool->busy, 0, 1) ? pool : NULL;
+        }
+        /* none yet, or inherited through fork: the inherited one is left as it is */
+        ThreadPool *fresh = pool_new(st->max_threads);
+        if (fresh == NULL) {
+            return NULL;
+        }
+        if (!ATOMIC_CAS_PTR(&st->pool, pool, fresh)) {
+            pool_free(fresh);  /* another thread installed one first */
+        }
+    }
+}
+
+/*
+ * Runs loop over operands that all have the shape of ops[0]: on this thread
+ * for small arrays; for large ones without the GIL and, unless threads == 1,
+ * split across the pool.  threads == 0 means "choose by size".
+ */
+static void
+run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
+                const LoopContext *ctx, int threads)
+{
+    LoopPlan plan;
+    const Py_ssize_t *strides[MAX_OPERANDS];
+    ParallelJob job = {.plan = &plan, .nops = nops, .loop = loop, .ctx = ctx};
+    for (int op = 0; op < nops; op++) {
+        strides[op] = ops[op]->strides;
+        job.base[op] = (char *)ops[op]->view.buf;
+    }
+    Py_ssize_t total = plan_build(&plan, ops[0]->view.ndim, ops[0]->shape, nops, strides);
+    if (total == 0) {
+        return;
+    }
+    if (total < LEAKY_GIL_THRESHOLD) {
+        plan_run(&plan, nops, job.base, loop, ctx);
+        return;
+    }
+    if (threads == 0) {
+        threads = total >= LEAKY_PARALLEL_THRESHOLD ? st->max_threads : 1;
+    }
+    if (threads > st->max_threads) {
+        threads = st->max_threads;
+    }
+    if (plan.shape[0] < threads) {
+        threads = (int)plan.shape[0];
+    }
+    Py_BEGIN_ALLOW_THREADS
+    ThreadPool *pool = threads > 1 ? pool_for_caller(st) : NULL;
+    if (pool != NULL) {
+        job.nparts = threads < pool->nworkers + 1 ? threads : pool->nworkers + 1;
+        pool_run(pool, &job);
+        ATOMIC_STORE(&pool->busy, 0);
+    }
+    else {
+        plan_run(&plan, nops, job.base, loop, ctx);
+    }
+    Py_END_ALLOW_THREADS
+}
+
+/* threads=None (choose by size) or a count >= 1, as an int; 0 means None. */
+static int
+parse_threads(const char *fname, PyObject *obj, int *threads)
+{
+    *threads = 0;
+    if (obj == NULL || obj == Py_None) {
+        return 0;
+    }
+    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s() argument 'threads' must be an int or None, not %.200s",
+                     fname, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    int overflow;
+    long value = PyLong_AsLongAndOverflow(obj, &overflow);
+    if (value == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (overflow < 0 || (overflow == 0 && value < 1)) {
+        PyErr_Format(PyExc_ValueError, "%s() argument 'threads' must be at least 1, got %S",
+                     fname, obj);
+        return -1;
+    }
+    *threads = (overflow > 0 || value > LEAKY_MAX_THREADS) ? LEAKY_MAX_THREADS : (int)value;
+    return 0;
+}
+
+/* Non-temporal stores pay off only for big outputs that no input shares. */
+static int
+should_stream(const Operand *out, Py_ssize_t overlapping_inputs)
+{
+    return overlapping_inputs == 0 && out->view.len >= LEAKY_STREAM_BYTES;
+}
+
 static PyObject *
 unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObject *out_obj,
-             double alpha)
+             double alpha, int threads)
 {
     Operand in = {.acquired = 0}, out = {.acquired = 0};
     PyObject *target = NULL, *finish = NULL, *result = NULL;
@@ -1396,14 +2305,18 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
     if (prepare_output(st, fname, z, out_obj, result_kind, &in, &out, &target, &finish) < 0) {
         goto done;
     }
+    const int overlaps = operands_overlap(&in, &out);
     int failed;
     detached = detach_from_output(&in, &out, &failed);
     if (failed) {
         goto done;
     }
-    const LoopContext ctx = make_context(alpha);
+    LoopContext ctx = make_context(alpha);
+    ctx.streaming = should_stream(&out, overlaps && !detached);
     Operand *ops[2] = {&in, &out};
-    run_elementwise(ops, 2, (op == OP_FORWARD ? FORWARD_LOOPS : GRAD_LOOPS)[in.kind], &ctx);
+    const KernelTable *kernels = st->kernels;
+    run_elementwise(st, ops, 2, (op == OP_FORWARD ? kernels->forward : kernels->grad)[in.kind],
+                    &ctx, threads);
     operand_release(&out);
     result = finish_result(target, finish);
 done:
@@ -1417,7 +2330,7 @@ done:
 
 static PyObject *
 backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *out_obj,
-                double alpha)
+                double alpha, int threads)
 {
     static const char fname[] = "leaky_relu_backward";
     Operand grad = {.acquired = 0}, z = {.acquired = 0}, out = {.acquired = 0};
@@ -1448,6 +2361,8 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
                        &finish) < 0) {
         goto done;
     }
+    const int grad_overlaps = operands_overlap(&grad, &out);
+    const int z_overlaps = operands_overlap(&z, &out);
     int failed;
     detached_grad = detach_from_output(&grad, &out, &failed);
     if (failed) {
@@ -1458,19 +2373,15 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
         goto done;
     }
     LoopContext ctx = make_context(alpha);
+    ctx.streaming = should_stream(&out, (grad_overlaps && !detached_grad) + (z_overlaps && !detached_z));
     ctx.grad_kind = grad.kind;
     ctx.z_kind = z.kind;
     InnerLoop loop = backward_loop_mixed;
-    if (grad.kind == z.kind) {
-        switch (grad.kind) {
-        case KIND_F16: loop = backward_loop_f16; break;
-        case KIND_F32: loop = backward_loop_f32; break;
-        case KIND_F64: loop = backward_loop_f64; break;
-        default: break;
-        }
+    if (grad.kind == z.kind && grad.kind <= KIND_F64) {
+        loop = st->kernels->backward_same[grad.kind - KIND_F16];
     }
     Operand *ops[3] = {&grad, &z, &out};
-    run_elementwise(ops, 3, loop, &ctx);
+    run_elementwise(st, ops, 3, loop, &ctx, threads);
     operand_release(&out);
     result = finish_result(target, finish);
 done:
@@ -1505,15 +2416,17 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
     if (nargs == 1 && kwnames == NULL && PyFloat_CheckExact(args[0])) {
         return unary_number(st, op, args[0], NULL, LEAKY_DEFAULT_ALPHA);
     }
-    PyObject *names[3] = {st->str_z, st->str_alpha, st->str_out};
-    PyObject *values[3];
+    PyObject *names[4] = {st->str_z, st->str_alpha, st->str_out, st->str_threads};
+    PyObject *values[4];
     if (parse_arguments(sig, names, args, nargs, kwnames, values) < 0) {
         return NULL;
     }
     PyObject *z = values[0], *alpha_obj = values[1];
     PyObject *out_obj = values[2] == Py_None ? NULL : values[2];
     double alpha;
-    if (parse_alpha(sig->name, alpha_obj, &alpha) < 0) {
+    int threads;
+    if (parse_alpha(sig->name, alpha_obj, &alpha) < 0 ||
+        parse_threads(sig->name, values[3], &threads) < 0) {
         return NULL;
     }
     if (is_exact_number(z)) {
@@ -1523,7 +2436,7 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
         return unary_number(st, op, z, alpha_obj, alpha);
     }
     if (PyObject_CheckBuffer(z)) {
-        return unary_buffer(st, op, sig->name, z, out_obj, alpha);
+        return unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
     }
     if (reject_out_for(sig->name, out_obj, z) < 0) {
         return NULL;
@@ -1534,9 +2447,9 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
     return unary_number(st, op, z, alpha_obj, alpha);
 }
 
-static const Signature FORWARD_SIGNATURE = {"leaky_relu", 2, 1, 3};
-static const Signature GRAD_SIGNATURE = {"leaky_relu_grad", 2, 1, 3};
-static const Signature BACKWARD_SIGNATURE = {"leaky_relu_backward", 3, 2, 4};
+static const Signature FORWARD_SIGNATURE = {"leaky_relu", 2, 1, 4};
+static const Signature GRAD_SIGNATURE = {"leaky_relu_grad", 2, 1, 4};
+static const Signature BACKWARD_SIGNATURE = {"leaky_relu_backward", 3, 2, 5};
 
 static PyObject *
 leaky_relu(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
@@ -1555,20 +2468,23 @@ leaky_relu_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, P
 {
     LeakyState *st = get_state(module);
     const char *fname = BACKWARD_SIGNATURE.name;
-    PyObject *names[4] = {st->str_grad_output, st->str_z, st->str_alpha, st->str_out};
-    PyObject *values[4];
+    PyObject *names[5] = {st->str_grad_output, st->str_z, st->str_alpha, st->str_out,
+                          st->str_threads};
+    PyObject *values[5];
     if (parse_arguments(&BACKWARD_SIGNATURE, names, args, nargs, kwnames, values) < 0) {
         return NULL;
     }
     PyObject *grad = values[0], *z = values[1], *alpha_obj = values[2];
     PyObject *out_obj = values[3] == Py_None ? NULL : values[3];
     double alpha;
-    if (parse_alpha(fname, alpha_obj, &alpha) < 0) {
+    int threads;
+    if (parse_alpha(fname, alpha_obj, &alpha) < 0 ||
+        parse_threads(fname, values[4], &threads) < 0) {
         return NULL;
     }
     int grad_is_buffer = PyObject_CheckBuffer(grad), z_is_buffer = PyObject_CheckBuffer(z);
     if (grad_is_buffer && z_is_buffer) {
-        return backward_buffer(st, grad, z, out_obj, alpha);
+        return backward_buffer(st, grad, z, out_obj, alpha, threads);
     }
     int grad_is_seq = is_sequence(grad), z_is_seq = is_sequence(z);
     if (grad_is_buffer || z_is_buffer || grad_is_seq != z_is_seq) {
@@ -1592,7 +2508,7 @@ leaky_relu_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, P
 /* ------------------------------------------------------------------ */
 
 PyDoc_STRVAR(leaky_relu_doc,
-"leaky_relu($module, z, alpha=0.01, *, out=None)\n"
+"leaky_relu($module, z, alpha=0.01, *, out=None, threads=None)\n"
 "--\n"
 "\n"
 "Leaky ReLU: z where z > 0, else alpha * z.\n"
@@ -1608,10 +2524,14 @@ PyDoc_STRVAR(leaky_relu_doc,
 "array.array, anything else a memoryview.\n"
 "\n"
 "out, for buffers only, receives the result and is returned; it may be z\n"
-"itself (in place) and may overlap z.");
+"itself (in place) and may overlap z.\n"
+"\n"
+"threads, for buffers only: None splits large arrays (32768 elements and\n"
+"up) across all the CPUs this process may use; an int caps the count (1\n"
+"keeps the work on the calling thread).  Large arrays release the GIL.");
 
 PyDoc_STRVAR(leaky_relu_grad_doc,
-"leaky_relu_grad($module, z, alpha=0.01, *, out=None)\n"
+"leaky_relu_grad($module, z, alpha=0.01, *, out=None, threads=None)\n"
 "--\n"
 "\n"
 "Derivative of Leaky ReLU: 1 where z > 0, else alpha (so alpha at 0 and NaN).\n"
@@ -1621,7 +2541,7 @@ PyDoc_STRVAR(leaky_relu_grad_doc,
 "float16(float32(alpha)).");
 
 PyDoc_STRVAR(leaky_relu_backward_doc,
-"leaky_relu_backward($module, grad_output, z, alpha=0.01, *, out=None)\n"
+"leaky_relu_backward($module, grad_output, z, alpha=0.01, *, out=None, threads=None)\n"
 "--\n"
 "\n"
 "Fused backward pass: grad_output * (1 if z > 0 else alpha), element-wise.\n"
@@ -1648,6 +2568,51 @@ intern_into(PyObject **slot, const char *text)
     return *slot == NULL ? -1 : 0;
 }
 
+/*
+ * The best kernel path this CPU supports, unless LEAKY_KERNELS names one
+ * (for tests and for comparing paths): "portable", "avx2" or "avx512".
+ * Exposes _kernels (the path in use) and _supported_kernels (best first).
+ */
+static int
+choose_kernels(PyObject *module, LeakyState *st)
+{
+    const KernelTable *tables[4];
+    int count = supported_kernels(tables);
+    PyObject *names = PyTuple_New(count);
+    if (names == NULL) {
+        return -1;
+    }
+    for (int i = 0; i < count; i++) {
+        PyObject *name = PyUnicode_FromString(tables[i]->name);
+        if (name == NULL) {
+            Py_DECREF(names);
+            return -1;
+        }
+        PyTuple_SET_ITEM(names, i, name);
+    }
+    int added = PyModule_AddObjectRef(module, "_supported_kernels", names);
+    Py_DECREF(names);
+    if (added < 0) {
+        return -1;
+    }
+    st->kernels = tables[0];
+    const char *forced = getenv("LEAKY_KERNELS");
+    if (forced != NULL && forced[0] != '\0') {
+        st->kernels = NULL;
+        for (int i = 0; i < count; i++) {
+            if (strcmp(forced, tables[i]->name) == 0) {
+                st->kernels = tables[i];
+            }
+        }
+        if (st->kernels == NULL) {
+            PyErr_Format(PyExc_ImportError,
+                         "LEAKY_KERNELS=%s is not a kernel path this CPU supports", forced);
+            return -1;
+        }
+    }
+    return PyModule_AddStringConstant(module, "_kernels", st->kernels->name);
+}
+
 static int
 leaky_exec(PyObject *module)
 {
@@ -1667,7 +2632,7 @@ leaky_exec(PyObject *module)
         return -1;
     }
     if (intern_into(&st->str_z, "z") < 0 || intern_into(&st->str_alpha, "alpha") < 0 ||
-        intern_into(&st->str_out, "out") < 0 ||
+        intern_into(&st->str_out, "out") < 0 || intern_into(&st->str_threads, "threads") < 0 ||
         intern_into(&st->str_grad_output, "grad_output") < 0) {
         return -1;
     }
@@ -1681,7 +2646,15 @@ leaky_exec(PyObject *module)
     if (st->new_result == NULL) {
         return -1;
     }
-    return PyModule_AddIntConstant(module, "PYBUF_MAX_NDIM", PyBUF_MAX_NDIM);
+    st->max_threads = default_thread_count();
+    if (PyModule_AddIntConstant(module, "PYBUF_MAX_NDIM", PyBUF_MAX_NDIM) < 0 ||
+        PyModule_AddIntConstant(module, "_gil_threshold", LEAKY_GIL_THRESHOLD) < 0 ||
+        PyModule_AddIntConstant(module, "_parallel_threshold", LEAKY_PARALLEL_THRESHOLD) < 0 ||
+        PyModule_AddIntConstant(module, "_stream_bytes", (long)LEAKY_STREAM_BYTES) < 0 ||
+        PyModule_AddIntConstant(module, "_max_threads", st->max_threads) < 0) {
+        return -1;
+    }
+    return choose_kernels(module, st);
 }
 
 static int
@@ -1690,6 +2663,7 @@ leaky_traverse(PyObject *module, visitproc visit, void *arg)
     LeakyState *st = get_state(module);
     Py_VISIT(st->result_buffer_type);
     Py_VISIT(st->new_result);
+    Py_VISIT(st->numpy_core);
     return 0;
 }
 
@@ -1699,12 +2673,16 @@ leaky_clear(PyObject *module)
     LeakyState *st = get_state(module);
     Py_CLEAR(st->result_buffer_type);
     Py_CLEAR(st->new_result);
+    Py_CLEAR(st->numpy_core);
+    st->ndarray_type = NULL;
+    st->numpy_new_array = NULL;
     Py_CLEAR(st->default_alpha);
     Py_CLEAR(st->zero);
     Py_CLEAR(st->one);
     Py_CLEAR(st->str_z);
     Py_CLEAR(st->str_alpha);
     Py_CLEAR(st->str_out);
+    Py_CLEAR(st->str_threads);
     Py_CLEAR(st->str_grad_output);
     return 0;
 }
@@ -1712,6 +2690,11 @@ leaky_clear(PyObject *module)
 static void
 leaky_free(void *module)
 {
+    LeakyState *st = get_state((PyObject *)module);
+    if (st != NULL) {
+        pool_free(st->pool);  /* stops and joins the workers */
+        st->pool = NULL;
+    }
     (void)leaky_clear((PyObject *)module);
 }
 

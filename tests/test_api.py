@@ -25,10 +25,10 @@ def test_public_names() -> None:
 
 
 def test_signatures_are_visible_to_help() -> None:
-    assert str(inspect.signature(leaky_relu)) == "(z, alpha=0.01, *, out=None)"
-    assert str(inspect.signature(leaky_relu_grad)) == "(z, alpha=0.01, *, out=None)"
+    assert str(inspect.signature(leaky_relu)) == "(z, alpha=0.01, *, out=None, threads=None)"
+    assert str(inspect.signature(leaky_relu_grad)) == ("(z, alpha=0.01, *, out=None, threads=None)")
     assert str(inspect.signature(leaky_relu_backward)) == (
-        "(grad_output, z, alpha=0.01, *, out=None)"
+        "(grad_output, z, alpha=0.01, *, out=None, threads=None)"
     )
     for func in (leaky_relu, leaky_relu_grad, leaky_relu_backward):
         assert func.__doc__ and "alpha" in func.__doc__

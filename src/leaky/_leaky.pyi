@@ -8,6 +8,12 @@ _Seq = list[Any] | tuple[Any, ...]
 _Out = TypeVar("_Out")
 
 PYBUF_MAX_NDIM: Final[int]
+_kernels: Final[str]
+_supported_kernels: Final[tuple[str, ...]]
+_gil_threshold: Final[int]
+_parallel_threshold: Final[int]
+_stream_bytes: Final[int]
+_max_threads: Final[int]
 
 class ResultBuffer:
     """The memory behind a memoryview result."""
@@ -19,23 +25,39 @@ class ResultBuffer:
 # scalars, array.array or memoryview depending on the input (typed Any, as
 # NumPy's types are not known here).
 @overload
-def leaky_relu(z: int, alpha: _Alpha = 0.01, *, out: None = None) -> int | float: ...
+def leaky_relu(
+    z: int, alpha: _Alpha = 0.01, *, out: None = None, threads: int | None = None
+) -> int | float: ...
 @overload
-def leaky_relu(z: float, alpha: _Alpha = 0.01, *, out: None = None) -> float: ...
+def leaky_relu(
+    z: float, alpha: _Alpha = 0.01, *, out: None = None, threads: int | None = None
+) -> float: ...
 @overload
-def leaky_relu(z: _Seq, alpha: _Alpha = 0.01, *, out: None = None) -> list[Any]: ...
+def leaky_relu(
+    z: _Seq, alpha: _Alpha = 0.01, *, out: None = None, threads: int | None = None
+) -> list[Any]: ...
 @overload
-def leaky_relu(z: Any, alpha: _Alpha = 0.01, *, out: _Out) -> _Out: ...
+def leaky_relu(z: Any, alpha: _Alpha = 0.01, *, out: _Out, threads: int | None = None) -> _Out: ...
 @overload
-def leaky_relu(z: Any, alpha: _Alpha = 0.01, *, out: None = None) -> Any: ...
+def leaky_relu(
+    z: Any, alpha: _Alpha = 0.01, *, out: None = None, threads: int | None = None
+) -> Any: ...
 @overload
-def leaky_relu_grad(z: float, alpha: _Alpha = 0.01, *, out: None = None) -> float: ...
+def leaky_relu_grad(
+    z: float, alpha: _Alpha = 0.01, *, out: None = None, threads: int | None = None
+) -> float: ...
 @overload
-def leaky_relu_grad(z: _Seq, alpha: _Alpha = 0.01, *, out: None = None) -> list[Any]: ...
+def leaky_relu_grad(
+    z: _Seq, alpha: _Alpha = 0.01, *, out: None = None, threads: int | None = None
+) -> list[Any]: ...
 @overload
-def leaky_relu_grad(z: Any, alpha: _Alpha = 0.01, *, out: _Out) -> _Out: ...
+def leaky_relu_grad(
+    z: Any, alpha: _Alpha = 0.01, *, out: _Out, threads: int | None = None
+) -> _Out: ...
 @overload
-def leaky_relu_grad(z: Any, alpha: _Alpha = 0.01, *, out: None = None) -> Any: ...
+def leaky_relu_grad(
+    z: Any, alpha: _Alpha = 0.01, *, out: None = None, threads: int | None = None
+) -> Any: ...
 @overload
 def leaky_relu_backward(
     grad_output: float, z: float, alpha: _Alpha = 0.01, *, out: None = None
@@ -45,7 +67,9 @@ def leaky_relu_backward(
     grad_output: _Seq, z: _Seq, alpha: _Alpha = 0.01, *, out: None = None
 ) -> list[Any]: ...
 @overload
-def leaky_relu_backward(grad_output: Any, z: Any, alpha: _Alpha = 0.01, *, out: _Out) -> _Out: ...
+def leaky_relu_backward(
+    grad_output: Any, z: Any, alpha: _Alpha = 0.01, *, out: _Out, threads: int | None = None
+) -> _Out: ...
 @overload
 def leaky_relu_backward(
     grad_output: Any, z: Any, alpha: _Alpha = 0.01, *, out: None = None
