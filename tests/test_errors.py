@@ -197,7 +197,8 @@ def test_messages_name_what_is_wrong() -> None:
 def test_keyword_names_compare_by_value() -> None:
     # kwnames are usually interned, but a dict-built name is not necessarily
     key = "".join(["al", "pha"])
-    assert leaky_relu(-1.0, **{key: 0.5}) == -0.5
+    kwargs: dict[str, Any] = {key: 0.5}
+    assert leaky_relu(-1.0, **kwargs) == -0.5
 
 
 def test_bytearray_can_resize_after_errors() -> None:
