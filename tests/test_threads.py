@@ -1,0 +1,224 @@
+"""Large arrays: the GIL released, the thread pool, streaming stores, fork and exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import assert_matches, expected_backward, expected_forward, sample
+
+import leaky._leaky as ext
+from leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
+
+GIL = ext._gil_threshold
+PARALLEL = ext._parallel_threshold
+
+
+def numpy_forward(x: Any, alpha: float) -> Any:
+    """A vectorised oracle for big arrays, checked against the pure one below."""
+    a = np.asarray(alpha, dtype=x.dtype)
+    with np.errstate(all="ignore"):
+        return np.where(x > 0, x, x * a)
+
+
+def test_numpy_forward_agrees_with_the_pure_oracle() -> None:
+    x = sample("f", (4096,), seed=40)
+    assert_matches(numpy_forward(x, 0.3), expected_forward(x, 0.3), "f", 0.3)
+
+
+@pytest.mark.parametrize("size", [GIL - 1, GIL, GIL + 1, PARALLEL - 1, PARALLEL, PARALLEL + 63])
+@pytest.mark.parametrize("threads", [None, 1, 2, 3, 64])
+def test_both_sides_of_the_thresholds(size: int, threads: int | None) -> None:
+    x = sample("f", (size,), seed=size)
+    expected = numpy_forward(x, 0.2)
+    np.testing.assert_array_equal(leaky_relu(x, 0.2, threads=threads), expected)
+    out = np.empty_like(x)
+    leaky_relu(x, 0.2, out=out, threads=threads)
+    np.testing.assert_array_equal(out, expected)
+    leaky_relu(x, 0.2, out=x, threads=threads)
+    np.testing.assert_array_equal(x, expected)
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_parallel_views_and_backward(threads: int | None) -> None:
+    base = sample("d", (3, 300, 200), seed=41)
+    for view in (base, base[:, ::-2, 1::3], base.transpose(2, 0, 1), base[0]):
+        assert_matches(
+            leaky_relu(view, 0.5, threads=threads), expected_forward(view, 0.5), "d", 0.5
+        )
+    g = sample("e", (PARALLEL * 2 + 5,), seed=42)
+    z = sample("e", g.shape, seed=43)
+    assert_matches(
+        leaky_relu_backward(g, z, 0.1, threads=threads), expected_backward(g, z, 0.1), "e", 0.1
+    )
+    grad = leaky_relu_grad(z, 0.1, threads=threads)
+    assert_matches(
+        grad,
+        [
+            0x3C00 if v else int(np.float16(np.float32(0.1)).view(np.uint16))
+            for v in (z > 0).tolist()
+        ],
+        "e",
+        0.1,
+    )
+
+
+def test_threads_argument_is_checked() -> None:
+    x = np.zeros(10)
+    for bad in (0, -1, -(10**30)):
+        with pytest.raises(ValueError, match="'threads' must be at least 1"):
+            leaky_relu(x, threads=bad)
+    for wrong in ("2", 1.5, True):
+        with pytest.raises(TypeError, match="'threads' must be an int or None"):
+            leaky_relu(x, threads=wrong)  # type: ignore[call-overload]
+    assert leaky_relu(x, threads=10**30).shape == (10,)  # capped, not an error
+    assert leaky_relu_backward(x, x, threads=None).shape == (10,)
+
+
+def progress_during(call: Callable[[], object]) -> int:
+    """How far a pure-Python counter thread gets while `call` runs.
+
+    A huge switch interval stops the interpreter from handing the GIL over
+    on its own; the counter yields it with sleep(0) on every step.  So the
+    counter can advance during `call` only if `call` releases the GIL.
+    """
+    count = 0
+    stop = False
+    started = threading.Event()
+
+    def spin() -> None:
+        nonlocal count
+        started.set()
+        while not stop:
+            count += 1
+            time.sleep(0)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    thread = threading.Thread(target=spin)
+    try:
+        thread.start()
+        started.wait()
+        before = count
+        call()
+        return count - before
+    finally:
+        stop = True
+        sys.setswitchinterval(interval)
+        thread.join()
+
+
+def test_other_threads_run_during_a_large_call() -> None:
+    x = np.ones(3 * 10**7, dtype="f")
+    out = np.empty_like(x)
+    assert progress_during(lambda: leaky_relu(x, out=out, threads=1)) > 100
+    small = np.ones(GIL // 2, dtype="f")
+    small_out = np.empty_like(small)  # made here: NumPy's copy itself releases the GIL
+    # below the threshold the GIL stays held: the counter cannot move
+    assert progress_during(lambda: leaky_relu(small, out=small_out)) == 0
+
+
+def test_concurrent_callers_share_the_pool() -> None:
+    arrays = [sample("f", (PARALLEL * 4 + i,), seed=i) for i in range(8)]
+    expected = [numpy_forward(a, 0.3) for a in arrays]
+    shared = sample("f", (PARALLEL * 4,), seed=99)
+    shared_expected = numpy_forward(numpy_forward(shared, 0.3), 0.3)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def work(i: int) -> None:
+        try:
+            barrier.wait()
+            for _ in range(20):
+                np.testing.assert_array_equal(leaky_relu(arrays[i], 0.3), expected[i])
+            # all threads read the shared array; none writes it
+            np.testing.assert_array_equal(leaky_relu(shared, 0.3), numpy_forward(shared, 0.3))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors[0]
+    leaky_relu(shared, 0.3, out=shared)
+    leaky_relu(shared, 0.3, out=shared)
+    np.testing.assert_array_equal(shared, shared_expected)
+
+
+def run_script(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="os.fork is POSIX-only")
+def test_pool_survives_fork() -> None:
+    out = run_script("""
+        import os, numpy as np, leaky
+        x = np.linspace(-1, 1, 10**6)
+        expected = np.where(x > 0, x, 0.01 * x)
+        assert (leaky.leaky_relu(x) == expected).all()   # the parent's pool exists now
+        pid = os.fork()
+        if pid == 0:
+            ok = all((leaky.leaky_relu(x) == expected).all() for _ in range(5))
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert (leaky.leaky_relu(x) == expected).all()
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_interpreter_exits_with_a_busy_pool() -> None:
+    out = run_script("""
+        import threading, numpy as np, leaky
+        x = np.ones(10**6)
+        def loop():
+            while True:
+                leaky.leaky_relu(x)
+        threading.Thread(target=loop, daemon=True).start()
+        leaky.leaky_relu(x)
+        print("exiting")
+    """)
+    assert out.strip() == "exiting"
+
+
+@pytest.mark.parametrize("dtype", ["e", "f", "d"])
+def test_streaming_stores_at_any_alignment(dtype: str) -> None:
+    itemsize = np.dtype(dtype).itemsize
+    count = ext._stream_bytes // itemsize + 1001
+    x = sample(dtype, (count,), seed=7)
+    expected = numpy_forward(x, 0.25)
+    np.testing.assert_array_equal(
+        leaky_relu(x, 0.25).view(f"u{itemsize}"), expected.view(f"u{itemsize}")
+    )
+    for offset in (0, itemsize, 3 * itemsize, 1):  # 1: not even element-aligned
+        raw = np.zeros(count * itemsize + 64, dtype=np.uint8)
+        out = raw[offset : offset + count * itemsize].view(dtype)
+        leaky_relu(x, 0.25, out=out)
+        np.testing.assert_array_equal(out.view(f"u{itemsize}"), expected.view(f"u{itemsize}"))
+        assert not raw[:offset].any() and not raw[offset + count * itemsize :].any()
+    g = sample(dtype, (count,), seed=8)
+    assert_matches(
+        leaky_relu_backward(g[:5000], x[:5000], 0.25),
+        expected_backward(g[:5000], x[:5000], 0.25),
+        dtype,
+        0.25,
+    )
+    big_backward = leaky_relu_backward(g, x, 0.25)
+    np.testing.assert_array_equal(
+        big_backward[-5000:].view(f"u{itemsize}"),
+        leaky_relu_backward(g[-5000:], x[-5000:], 0.25).view(f"u{itemsize}"),
+    )
