@@ -77,7 +77,7 @@ def test_threads_argument_is_checked() -> None:
             leaky_relu(x, threads=bad)
     for wrong in ("2", 1.5, True):
         with pytest.raises(TypeError, match="'threads' must be an int or None"):
-            leaky_relu(x, threads=wrong)  # type: ignore[call-overload]
+            leaky_relu(x, threads=wrong)  # type: ignore[arg-type]
     assert leaky_relu(x, threads=10**30).shape == (10,)  # capped, not an error
     assert leaky_relu_backward(x, x, threads=None).shape == (10,)
 

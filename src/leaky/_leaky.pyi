@@ -60,11 +60,21 @@ def leaky_relu_grad(
 ) -> Any: ...
 @overload
 def leaky_relu_backward(
-    grad_output: float, z: float, alpha: _Alpha = 0.01, *, out: None = None
+    grad_output: float,
+    z: float,
+    alpha: _Alpha = 0.01,
+    *,
+    out: None = None,
+    threads: int | None = None,
 ) -> float: ...
 @overload
 def leaky_relu_backward(
-    grad_output: _Seq, z: _Seq, alpha: _Alpha = 0.01, *, out: None = None
+    grad_output: _Seq,
+    z: _Seq,
+    alpha: _Alpha = 0.01,
+    *,
+    out: None = None,
+    threads: int | None = None,
 ) -> list[Any]: ...
 @overload
 def leaky_relu_backward(
@@ -72,5 +82,5 @@ def leaky_relu_backward(
 ) -> _Out: ...
 @overload
 def leaky_relu_backward(
-    grad_output: Any, z: Any, alpha: _Alpha = 0.01, *, out: None = None
+    grad_output: Any, z: Any, alpha: _Alpha = 0.01, *, out: None = None, threads: int | None = None
 ) -> Any: ...
