@@ -1515,6 +1515,7 @@ typedef struct {
     PyTypeObject *ndarray_type;
     NewArrayFunc numpy_new_array;  /* PyArray_New from NumPy's C-API table */
     PyObject *default_alpha;   /* the float 0.01 */
+    PyObject *one_float;       /* the float 1.0, the gradient where z > 0 */
     PyObject *zero;            /* the int 0, for z > 0 on other numbers */
     PyObject *one;             /* the int 1, for the generic gradient */
     PyObject *str_z;
@@ -1718,16 +1719,29 @@ forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
     return PyNumber_Multiply(alpha_obj ? alpha_obj : st->default_alpha, z);
 }
 
+/* The float gradient: shared 1.0, or alpha itself when it already is a float. */
+static PyObject *
+float_gradient(LeakyState *st, int positive, PyObject *alpha_obj, double alpha)
+{
+    if (positive) {
+        return Py_NewRef(st->one_float);
+    }
+    if (alpha_obj == NULL) {
+        return Py_NewRef(st->default_alpha);
+    }
+    return PyFloat_CheckExact(alpha_obj) ? Py_NewRef(alpha_obj) : PyFloat_FromDouble(alpha);
+}
+
 static PyObject *
 grad_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
 {
     if (PyFloat_CheckExact(z)) {
-        return PyFloat_FromDouble(PyFloat_AS_DOUBLE(z) > 0 ? 1.0 : alpha);
+        return float_gradient(st, PyFloat_AS_DOUBLE(z) > 0, alpha_obj, alpha);
     }
     if (PyLong_CheckExact(z) || PyBool_Check(z)) {
         long small;
         int fits;
-        return PyFloat_FromDouble(int_sign(z, &small, &fits) > 0 ? 1.0 : alpha);
+        return float_gradient(st, int_sign(z, &small, &fits) > 0, alpha_obj, alpha);
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {
@@ -2412,9 +2426,20 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
             Py_ssize_t nargs, PyObject *kwnames)
 {
     LeakyState *st = get_state(module);
-    /* The hot path: one positional float, the default slope. */
-    if (nargs == 1 && kwnames == NULL && PyFloat_CheckExact(args[0])) {
-        return unary_number(st, op, args[0], NULL, LEAKY_DEFAULT_ALPHA);
+    /*
+     * The hot path, before the general parser: an exact float or int, with
+     * the default slope, a float slope by position, or alpha= by keyword
+     * (call sites pass the interned name, so a pointer compare finds it).
+     */
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs >= 1 && nargs + nkw <= 2 && is_exact_number(args[0]) &&
+        (nkw == 0 || (nargs == 1 && PyTuple_GET_ITEM(kwnames, 0) == st->str_alpha))) {
+        if (nargs + nkw == 1) {
+            return unary_number(st, op, args[0], NULL, LEAKY_DEFAULT_ALPHA);
+        }
+        if (PyFloat_CheckExact(args[1])) {
+            return unary_number(st, op, args[0], args[1], PyFloat_AS_DOUBLE(args[1]));
+        }
     }
     PyObject *names[4] = {st->str_z, st->str_alpha, st->str_out, st->str_threads};
     PyObject *values[4];
@@ -2626,9 +2651,11 @@ leaky_exec(PyObject *module)
         return -1;
     }
     st->default_alpha = PyFloat_FromDouble(LEAKY_DEFAULT_ALPHA);
+    st->one_float = PyFloat_FromDouble(1.0);
     st->zero = PyLong_FromLong(0);
     st->one = PyLong_FromLong(1);
-    if (st->default_alpha == NULL || st->zero == NULL || st->one == NULL) {
+    if (st->default_alpha == NULL || st->one_float == NULL || st->zero == NULL ||
+        st->one == NULL) {
         return -1;
     }
     if (intern_into(&st->str_z, "z") < 0 || intern_into(&st->str_alpha, "alpha") < 0 ||
@@ -2677,6 +2704,7 @@ leaky_clear(PyObject *module)
     st->ndarray_type = NULL;
     st->numpy_new_array = NULL;
     Py_CLEAR(st->default_alpha);
+    Py_CLEAR(st->one_float);
     Py_CLEAR(st->zero);
     Py_CLEAR(st->one);
     Py_CLEAR(st->str_z);

@@ -1,0 +1,410 @@
+"""leaky's benchmark: every contender side by side in one run, reported as ratios.
+
+    python benchmarks/run.py --quick           # seconds; what CI runs so this cannot rot
+    python benchmarks/run.py                   # the full run: sizes 10 .. 10**8
+    python benchmarks/run.py --plot docs/throughput.png --json results.json
+
+Contenders appear when installed: NumPy (needed for arrays), PyTorch (CPU,
+its default thread count, on torch.from_numpy views of the same memory) and
+numexpr.  Each timing is the median of several repeats of a timeit loop.
+The memory-bandwidth reference is measured in the same run: np.copyto(out, x)
+for out-of-place work, np.multiply(x, 1, out=x) for in-place work; "of BW"
+is that reference's time divided by leaky's, so 1.0 means leaky moves bytes
+as fast as a plain copy.
+
+In-place rows use alpha = 1 so that repeated calls leave the data, and its
+random signs, as they were; every other row uses alpha = 0.01.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import timeit
+from collections.abc import Callable
+from typing import Any
+
+import leaky
+from leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
+
+ALPHA = 0.01
+
+
+def side_by_side(
+    calls: dict[str, Any], repeats: int, budget: float, names: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """Median seconds per call of each contender.
+
+    The contenders take turns, one timeit loop (~budget seconds) each per
+    round, so that the noise of a shared machine falls on all of them alike.
+    A contender is a zero-argument callable, or a statement run in `names`.
+    """
+    timers = {name: timeit.Timer(call, globals=names) for name, call in calls.items()}
+    numbers = {}
+    for name, timer in timers.items():
+        number = 1
+        while True:
+            elapsed = timer.timeit(number)
+            if elapsed >= budget or number >= 10**7:
+                break
+            number = max(number * 2, int(number * budget / max(elapsed, 1e-9) * 1.1))
+        numbers[name] = number
+        if number == 1 and elapsed > 2 * budget:
+            repeats = min(repeats, 3)  # huge arrays: fewer rounds, still a median
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, timer in timers.items():
+            samples[name].append(timer.timeit(numbers[name]) / numbers[name])
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def one_liner(z: float, alpha: float = 0.01) -> float:
+    return z if z > 0 else alpha * z
+
+
+def one_liner_grad(z: float, alpha: float = 0.01) -> float:
+    return 1.0 if z > 0 else alpha
+
+
+def bench_numbers(repeats: int, budget: float) -> list[dict[str, Any]]:
+    """Statements, not lambdas: a lambda would add a Python frame to every contender."""
+    rows = []
+    for label, value in (("-1.5", -1.5), ("1.5", 1.5), ("3", 3)):
+        for func_name, ours, theirs in (
+            ("leaky_relu", leaky_relu, one_liner),
+            ("leaky_relu_grad", leaky_relu_grad, one_liner_grad),
+        ):
+            names = {"L": ours, "f": theirs, "x": value, "a": ALPHA}
+            for form in ("f(x)", "f(x, a)", "f(x, alpha=a)"):
+                statements = {"leaky": form.replace("f(", "L("), "one-liner": form, "abs": "abs(x)"}
+                t = side_by_side(statements, repeats, budget, names)
+                rows.append(
+                    {
+                        "function": func_name,
+                        "x": label,
+                        "form": form,
+                        "leaky_ns": t["leaky"] * 1e9,
+                        "one_liner_ns": t["one-liner"] * 1e9,
+                        "abs_ns": t["abs"] * 1e9,
+                        "vs_one_liner": t["leaky"] / t["one-liner"],
+                        "vs_abs": t["leaky"] / t["abs"],
+                    }
+                )
+    return rows
+
+
+# ---------------------------------------------------------------- arrays
+
+
+def optional(name: str) -> Any:
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+def contenders(np: Any, torch: Any, ne: Any, mode: str, x: Any, out: Any) -> dict[str, Any]:
+    """name -> zero-argument callable, for one mode on one input."""
+    a = ALPHA if mode != "in place" else 1.0
+    c: dict[str, Callable[[], object]] = {}
+    if mode == "out-of-place":
+        c["leaky"] = lambda: leaky_relu(x, a)
+        c["np.where"] = lambda: np.where(x > 0, x, a * x)
+        c["np.maximum"] = lambda: np.maximum(x, a * x)
+        c["BW copyto"] = lambda: np.copyto(out, x)
+    elif mode == "out=":
+        c["leaky"] = lambda: leaky_relu(x, a, out=out)
+        c["np.maximum out="] = lambda: np.maximum(x, a * x, out=out)
+        c["BW copyto"] = lambda: np.copyto(out, x)
+    else:
+        c["leaky"] = lambda: leaky_relu(x, a, out=x)
+        c["np.maximum in place"] = lambda: np.maximum(x, a * x, out=x)
+        c["BW multiply"] = lambda: np.multiply(x, 1, out=x)
+    if torch is not None:
+        tx, tout = torch.from_numpy(x), torch.from_numpy(out)
+        fn = torch.nn.functional
+        if mode == "out-of-place":
+            c["torch"] = lambda: fn.leaky_relu(tx, a)
+        elif mode == "out=":
+            c["torch out="] = lambda: torch._C._nn.leaky_relu(tx, a, out=tout)
+        else:
+            c["torch leaky_relu_"] = lambda: fn.leaky_relu_(tx, a)
+    if ne is not None and x.dtype.char != "e":  # numexpr has no float16
+        env = {"x": x, "a": x.dtype.type(a)}
+        if mode == "out-of-place":
+            c["numexpr"] = lambda: ne.evaluate("where(x > 0, x, a * x)", local_dict=env)
+        else:
+            target = out if mode == "out=" else x
+            c["numexpr" + (" out=" if mode == "out=" else " in place")] = lambda: ne.evaluate(
+                "where(x > 0, x, a * x)", local_dict=env, out=target
+            )
+    return c
+
+
+def bench_arrays(
+    np: Any, torch: Any, ne: Any, sizes: list[int], dtypes: list[str], repeats: int, budget: float
+) -> list[dict[str, Any]]:
+    rows = []
+    rng = np.random.default_rng(0)
+    for dtype in dtypes:
+        for size in sizes:
+            x = rng.standard_normal(size, dtype=np.float32).astype(dtype)
+            out = np.empty_like(x)
+            for mode in ("out-of-place", "out=", "in place"):
+                times = side_by_side(contenders(np, torch, ne, mode, x, out), repeats, budget)
+                rows.append(
+                    {
+                        "dtype": dtype,
+                        "size": size,
+                        "mode": mode,
+                        "seconds": times,
+                        "bytes": 2 * x.nbytes,
+                    }
+                )
+                print_array_row(rows[-1], flush=True)
+    return rows
+
+
+def backward_contenders(np: Any, torch: Any, g: Any, z: Any, out: Any) -> dict[str, Any]:
+    a = np.asarray(ALPHA, dtype=g.dtype)
+    one = np.ones((), dtype=g.dtype)
+    c: dict[str, Callable[[], object]] = {
+        "leaky backward": lambda: leaky_relu_backward(g, z, ALPHA),
+        "leaky backward out=": lambda: leaky_relu_backward(g, z, ALPHA, out=out),
+        "leaky grad": lambda: leaky_relu_grad(z, ALPHA),
+        "np.where(z > 0, g, g * a)": lambda: np.where(z > 0, g, g * a),
+        "np.where(z > 0, 1, a)": lambda: np.where(z > 0, one, a),
+    }
+    if torch is not None:
+        tg, tz = torch.from_numpy(g), torch.from_numpy(z)
+        ones = torch.ones_like(tz)
+        backward = torch.ops.aten.leaky_relu_backward
+        c["torch backward"] = lambda: backward(tg, tz, ALPHA, False)
+        c["torch backward(ones)"] = lambda: backward(ones, tz, ALPHA, False)
+    return c
+
+
+def bench_backward(
+    np: Any, torch: Any, sizes: list[int], dtypes: list[str], repeats: int, budget: float
+) -> list[dict[str, Any]]:
+    rows = []
+    rng = np.random.default_rng(1)
+    for dtype in dtypes:
+        for size in sizes:
+            g = rng.standard_normal(size, dtype=np.float32).astype(dtype)
+            z = rng.standard_normal(size, dtype=np.float32).astype(dtype)
+            times = side_by_side(
+                backward_contenders(np, torch, g, z, np.empty_like(g)), repeats, budget
+            )
+            rows.append({"dtype": dtype, "size": size, "seconds": times})
+            others = {
+                n: t
+                for n, t in times.items()
+                if n in ("np.where(z > 0, g, g * a)", "torch backward")
+            }
+            best = min(others, key=others.__getitem__)
+            print(
+                f"  {dtype:8s} {size:>11,d}  backward {fmt_time(times['leaky backward']):>10s}"
+                f"  x{others[best] / times['leaky backward']:5.2f} vs {best:26s}"
+                f"  grad {fmt_time(times['leaky grad']):>10s}",
+                flush=True,
+            )
+    return rows
+
+
+def reference(times: dict[str, float]) -> float:
+    return next(t for n, t in times.items() if n.startswith("BW"))
+
+
+def best_other(times: dict[str, float]) -> tuple[str, float]:
+    others = {n: t for n, t in times.items() if n != "leaky" and not n.startswith("BW")}
+    name = min(others, key=others.__getitem__)
+    return name, others[name]
+
+
+def print_array_row(row: dict[str, Any], flush: bool = False) -> None:
+    t = row["seconds"]
+    name, other = best_other(t)
+    print(
+        f"  {row['dtype']:8s} {row['size']:>11,d} {row['mode']:13s}"
+        f" leaky {t['leaky'] * 1e6:11.2f} us  {row['bytes'] / t['leaky'] / 1e9:6.1f} GB/s"
+        f"  x{other / t['leaky']:5.2f} vs {name:22s} {reference(t) / t['leaky']:5.2f} of BW",
+        flush=flush,
+    )
+
+
+# ---------------------------------------------------------------- report
+
+
+def markdown_tables(
+    numbers: list[dict[str, Any]], arrays: list[dict[str, Any]], backward: list[dict[str, Any]]
+) -> str:
+    lines = [
+        "### Numbers (time per call, ns; ratios: lower is better)",
+        "",
+        "| function | x | call | leaky | one-liner | abs(x) | leaky / one-liner | leaky / abs |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in numbers:
+        lines.append(
+            f"| {r['function']} | {r['x']} | `{r['form']}` | {r['leaky_ns']:.1f} | "
+            f"{r['one_liner_ns']:.1f} | {r['abs_ns']:.1f} | {r['vs_one_liner']:.2f} | "
+            f"{r['vs_abs']:.2f} |"
+        )
+    lines += [
+        "",
+        "### Arrays (leaky's time per call; speed-up over the fastest other "
+        "contender; fraction of the copy bandwidth measured in the same run)",
+        "",
+    ]
+    lines += [
+        "| dtype | size | mode | leaky | GB/s | speed-up | fastest other | of BW |",
+        "|---|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for r in arrays:
+        t = r["seconds"]
+        name, other = best_other(t)
+        lines.append(
+            f"| {r['dtype']} | {r['size']:,} | {r['mode']} | {fmt_time(t['leaky'])} | "
+            f"{r['bytes'] / t['leaky'] / 1e9:.1f} | {other / t['leaky']:.2f}x | "
+            f"{name} | {reference(t) / t['leaky']:.2f} |"
+        )
+    if backward:
+        lines += [
+            "",
+            "### Backward and gradient (speed-up over the fastest other)",
+            "",
+            "| dtype | size | leaky backward | vs torch backward | vs NumPy idiom | "
+            "leaky grad | grad vs fastest other |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in backward:
+            t = r["seconds"]
+            torch_t = t.get("torch backward")
+            grad_others = [
+                v for k, v in t.items() if k in ("np.where(z > 0, 1, a)", "torch backward(ones)")
+            ]
+            lines.append(
+                f"| {r['dtype']} | {r['size']:,} | {fmt_time(t['leaky backward'])} | "
+                f"{(torch_t / t['leaky backward']) if torch_t else float('nan'):.2f}x | "
+                f"{t['np.where(z > 0, g, g * a)'] / t['leaky backward']:.2f}x | "
+                f"{fmt_time(t['leaky grad'])} | {min(grad_others) / t['leaky grad']:.2f}x |"
+            )
+    return "\n".join(lines)
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.2f} us"
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def plot(arrays: list[dict[str, Any]], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    for ax, mode in zip(axes, ("out-of-place", "in place"), strict=True):
+        rows = [r for r in arrays if r["dtype"] == "float32" and r["mode"] == mode]
+        if not rows:
+            continue
+        for name in rows[0]["seconds"]:
+            sizes = [r["size"] for r in rows]
+            gbps = [r["bytes"] / r["seconds"][name] / 1e9 for r in rows]
+            style = "--" if name.startswith("BW") else "-"
+            width = 2.5 if name == "leaky" else 1.2
+            ax.plot(sizes, gbps, style, marker="o", markersize=3, linewidth=width, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("elements (float32)")
+        ax.set_title(f"float32, {mode}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("GB/s (bytes read + written per second)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"leaky {leaky.__version__} ({leaky._leaky._kernels} kernels)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few sizes, short timings")
+    parser.add_argument("--plot", help="write the throughput plot (needs matplotlib)")
+    parser.add_argument("--json", help="write every timing as JSON")
+    parser.add_argument("--markdown", help="write the ratio tables as Markdown")
+    args = parser.parse_args()
+
+    if args.quick:
+        sizes, repeats, budget = [10, 1000, 100_000], 3, 0.02
+    else:
+        sizes, repeats, budget = [10**k for k in range(1, 9)], 7, 0.2
+    np, torch, ne = optional("numpy"), optional("torch"), optional("numexpr")
+    versions = {m.__name__: m.__version__ for m in (np, torch, ne) if m is not None}
+    print(f"machine: {machine()}")
+    print(f"contenders: {versions or 'none beside the one-liner (NumPy not installed)'}")
+    if torch is not None:
+        print(f"torch threads: {torch.get_num_threads()}")
+
+    print("numbers (ns per call):")
+    numbers = bench_numbers(repeats * 3, budget / 10)
+    for r in numbers:
+        print(
+            f"  {r['function']:16s} x={r['x']:5s} {r['form']:14s} leaky {r['leaky_ns']:6.1f}"
+            f"  one-liner {r['one_liner_ns']:6.1f}  abs {r['abs_ns']:5.1f}"
+            f"  -> {r['vs_one_liner']:.2f}x one-liner, {r['vs_abs']:.2f}x abs"
+        )
+    arrays: list[dict[str, Any]] = []
+    backward: list[dict[str, Any]] = []
+    if np is None:
+        print("arrays: skipped, NumPy is not installed")
+    else:
+        print("arrays:")
+        dtypes = ["float32", "float64", "float16"]
+        arrays = bench_arrays(np, torch, ne, sizes, dtypes, repeats, budget)
+        print("backward and grad:")
+        backward = bench_backward(np, torch, sizes, dtypes, repeats, budget)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "machine": machine(),
+                    "versions": versions,
+                    "numbers": numbers,
+                    "arrays": arrays,
+                    "backward": backward,
+                },
+                f,
+                indent=1,
+            )
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(f"Machine: {machine()}; contenders: {versions}\n\n")
+            f.write(markdown_tables(numbers, arrays, backward) + "\n")
+    if args.plot and arrays:
+        plot(arrays, args.plot, machine())
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
