@@ -528,10 +528,10 @@ copy_loop(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopCo
  * they compute exactly what the portable loops compute (IEEE multiply and
  * compare, one float16 rounding), so every path gives the same bits.
  *
- * Large out-of-place results can be written with streaming stores
+ * Large outputs into a caller's out= can be written with streaming stores
  * (ctx->streaming): they bypass the cache and save the read-for-ownership
  * of each output line.  The caller only asks for it when the output does
- * not overlap an input.
+ * not overlap an input (see should_stream).
  */
 typedef struct {
     const char *name;
@@ -1501,6 +1501,24 @@ static PyType_Spec result_buffer_spec = {
 /* 8a. Module state (used by everything below)                         */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Below gil_threshold elements a call stays on the calling thread and keeps
+ * the GIL: releasing it costs more than the work.  From parallel_threshold
+ * elements on, work is split across the pool.  Outputs of stream_bytes and
+ * more go past the last-level cache anyway, so they are streamed.  The
+ * private _tune() reads and sets them, so tests cover both sides of each
+ * and the benchmark can try others; set them only while no call runs.
+ */
+#define LEAKY_GIL_THRESHOLD 16384
+#define LEAKY_PARALLEL_THRESHOLD 32768
+#define LEAKY_STREAM_BYTES ((Py_ssize_t)16 << 20)
+
+typedef struct {
+    Py_ssize_t gil_threshold;
+    Py_ssize_t parallel_threshold;
+    Py_ssize_t stream_bytes;
+} Tuning;
+
 /* PyArray_New's signature, as NumPy's C-API table exports it. */
 typedef PyObject *(*NewArrayFunc)(PyTypeObject *, int, const Py_ssize_t *, int,
                                   const Py_ssize_t *, void *, int, int, PyObject *);
@@ -1509,6 +1527,7 @@ typedef struct {
     const KernelTable *kernels;  /* chosen once, at import */
     ThreadPool *pool;            /* made on first use; see pool_for_caller */
     int max_threads;             /* CPUs this process may use */
+    Tuning tuning;
     PyTypeObject *result_buffer_type;
     PyObject *new_result;      /* leaky._containers.new_result */
     PyObject *numpy_core;      /* NumPy's _multiarray_umath, once an ndarray was seen */
@@ -2195,15 +2214,6 @@ finish_result(PyObject *target, PyObject *finish)
     return PyObject_CallOneArg(finish, target);
 }
 
-/*
- * Below these element counts a call stays on the calling thread and keeps
- * the GIL: releasing it, or waking workers, costs more than the work.  The
- * thresholds are exported (underscored) so tests can cover both sides.
- */
-#define LEAKY_GIL_THRESHOLD 16384
-#define LEAKY_PARALLEL_THRESHOLD 32768
-/* Outputs this large go past the last-level cache anyway: stream them. */
-#define LEAKY_STREAM_BYTES ((Py_ssize_t)16 << 20)
 
 /* This process's pool, made (or remade after a fork) on demand; NULL if busy. */
 static ThreadPool *
@@ -2245,12 +2255,12 @@ run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
     if (total == 0) {
         return;
     }
-    if (total < LEAKY_GIL_THRESHOLD) {
+    if (total < st->tuning.gil_threshold) {
         plan_run(&plan, nops, job.base, loop, ctx);
         return;
     }
     if (threads == 0) {
-        threads = total >= LEAKY_PARALLEL_THRESHOLD ? st->max_threads : 1;
+        threads = total >= st->tuning.parallel_threshold ? st->max_threads : 1;
     }
     if (threads > st->max_threads) {
         threads = st->max_threads;
@@ -2298,11 +2308,18 @@ parse_threads(const char *fname, PyObject *obj, int *threads)
     return 0;
 }
 
-/* Non-temporal stores pay off only for big outputs that no input shares. */
+/*
+ * Non-temporal stores, only into a big caller-provided out= that no input
+ * shares.  Not into a result we just allocated: its pages come fresh from
+ * the OS, which zeroes them and so leaves them in cache, where plain stores
+ * hit; measured on a 2-core Xeon VM at 10**7 float32, streaming made
+ * out-of-place calls 17% slower (9.0 vs 7.7 ms) and out= calls no faster.
+ */
 static int
-should_stream(const Operand *out, Py_ssize_t overlapping_inputs)
+should_stream(const LeakyState *st, PyObject *out_obj, const Operand *out,
+              Py_ssize_t overlapping_inputs)
 {
-    return overlapping_inputs == 0 && out->view.len >= LEAKY_STREAM_BYTES;
+    return out_obj != NULL && overlapping_inputs == 0 && out->view.len >= st->tuning.stream_bytes;
 }
 
 static PyObject *
@@ -2326,7 +2343,7 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
         goto done;
     }
     LoopContext ctx = make_context(alpha);
-    ctx.streaming = should_stream(&out, overlaps && !detached);
+    ctx.streaming = should_stream(st, out_obj, &out, overlaps && !detached);
     Operand *ops[2] = {&in, &out};
     const KernelTable *kernels = st->kernels;
     run_elementwise(st, ops, 2, (op == OP_FORWARD ? kernels->forward : kernels->grad)[in.kind],
@@ -2387,7 +2404,8 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
         goto done;
     }
     LoopContext ctx = make_context(alpha);
-    ctx.streaming = should_stream(&out, (grad_overlaps && !detached_grad) + (z_overlaps && !detached_z));
+    ctx.streaming =
+        should_stream(st, out_obj, &out, (grad_overlaps && !detached_grad) + (z_overlaps && !detached_z));
     ctx.grad_kind = grad.kind;
     ctx.z_kind = z.kind;
     InnerLoop loop = backward_loop_mixed;
@@ -2576,6 +2594,28 @@ PyDoc_STRVAR(leaky_relu_backward_doc,
 "(float64 for integer formats); z only decides the sign test.  Same as\n"
 "PyTorch's aten.leaky_relu_backward.");
 
+/* _tune(gil_threshold=-1, parallel_threshold=-1, stream_bytes=-1): -1 keeps a value. */
+static PyObject *
+leaky_tune(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"gil_threshold", "parallel_threshold", "stream_bytes", NULL};
+    Tuning *tuning = &get_state(module)->tuning;
+    Py_ssize_t values[3] = {-1, -1, -1};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|nnn:_tune", keywords, &values[0],
+                                     &values[1], &values[2])) {
+        return NULL;
+    }
+    Py_ssize_t *fields[3] = {&tuning->gil_threshold, &tuning->parallel_threshold,
+                             &tuning->stream_bytes};
+    for (int i = 0; i < 3; i++) {
+        if (values[i] >= 0) {
+            *fields[i] = values[i];
+        }
+    }
+    return Py_BuildValue("{snsnsn}", keywords[0], tuning->gil_threshold, keywords[1],
+                         tuning->parallel_threshold, keywords[2], tuning->stream_bytes);
+}
+
 static PyMethodDef leaky_methods[] = {
     {"leaky_relu", (PyCFunction)(void (*)(void))leaky_relu, METH_FASTCALL | METH_KEYWORDS,
      leaky_relu_doc},
@@ -2583,6 +2623,8 @@ static PyMethodDef leaky_methods[] = {
      METH_FASTCALL | METH_KEYWORDS, leaky_relu_grad_doc},
     {"leaky_relu_backward", (PyCFunction)(void (*)(void))leaky_relu_backward,
      METH_FASTCALL | METH_KEYWORDS, leaky_relu_backward_doc},
+    {"_tune", (PyCFunction)(void (*)(void))leaky_tune, METH_VARARGS | METH_KEYWORDS,
+     "Read (and, for tests and tuning, set) the size thresholds; returns them as a dict."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2674,10 +2716,10 @@ leaky_exec(PyObject *module)
         return -1;
     }
     st->max_threads = default_thread_count();
+    st->tuning.gil_threshold = LEAKY_GIL_THRESHOLD;
+    st->tuning.parallel_threshold = LEAKY_PARALLEL_THRESHOLD;
+    st->tuning.stream_bytes = LEAKY_STREAM_BYTES;
     if (PyModule_AddIntConstant(module, "PYBUF_MAX_NDIM", PyBUF_MAX_NDIM) < 0 ||
-        PyModule_AddIntConstant(module, "_gil_threshold", LEAKY_GIL_THRESHOLD) < 0 ||
-        PyModule_AddIntConstant(module, "_parallel_threshold", LEAKY_PARALLEL_THRESHOLD) < 0 ||
-        PyModule_AddIntConstant(module, "_stream_bytes", (long)LEAKY_STREAM_BYTES) < 0 ||
         PyModule_AddIntConstant(module, "_max_threads", st->max_threads) < 0) {
         return -1;
     }

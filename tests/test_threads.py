@@ -17,8 +17,9 @@ from conftest import assert_matches, expected_backward, expected_forward, sample
 import leaky._leaky as ext
 from leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
 
-GIL = ext._gil_threshold
-PARALLEL = ext._parallel_threshold
+GIL = ext._tune()["gil_threshold"]
+PARALLEL = ext._tune()["parallel_threshold"]
+STREAM_BYTES = ext._tune()["stream_bytes"]
 
 
 def numpy_forward(x: Any, alpha: float) -> Any:
@@ -198,7 +199,7 @@ def test_interpreter_exits_with_a_busy_pool() -> None:
 @pytest.mark.parametrize("dtype", ["e", "f", "d"])
 def test_streaming_stores_at_any_alignment(dtype: str) -> None:
     itemsize = np.dtype(dtype).itemsize
-    count = ext._stream_bytes // itemsize + 1001
+    count = STREAM_BYTES // itemsize + 1001
     x = sample(dtype, (count,), seed=7)
     expected = numpy_forward(x, 0.25)
     np.testing.assert_array_equal(
@@ -222,3 +223,29 @@ def test_streaming_stores_at_any_alignment(dtype: str) -> None:
         big_backward[-5000:].view(f"u{itemsize}"),
         leaky_relu_backward(g[-5000:], x[-5000:], 0.25).view(f"u{itemsize}"),
     )
+
+
+@pytest.fixture
+def stream_everything() -> Any:
+    """Streaming stores for every out= of any size, to reach their heads and tails."""
+    old = ext._tune()["stream_bytes"]
+    ext._tune(stream_bytes=0)
+    yield
+    ext._tune(stream_bytes=old)
+
+
+@pytest.mark.parametrize("dtype", ["e", "f", "d"])
+@pytest.mark.usefixtures("stream_everything")
+def test_streaming_heads_and_tails(dtype: str) -> None:
+    itemsize = np.dtype(dtype).itemsize
+    for size in [*range(0, 70), 127, 128, 129, 1000]:
+        x = sample(dtype, (size,), seed=size)
+        g = sample(dtype, (size,), seed=size + 1)
+        for offset in (0, itemsize, 5 * itemsize):
+            raw = np.zeros(size * itemsize + 128, dtype=np.uint8)
+            out = raw[offset : offset + size * itemsize].view(dtype)
+            leaky_relu(x, -0.5, out=out)
+            assert_matches(out, expected_forward(x, -0.5), dtype, -0.5)
+            leaky_relu_backward(g, x, 0.5, out=out)
+            assert_matches(out, expected_backward(g, x, 0.5), dtype, 0.5)
+            assert not raw[:offset].any() and not raw[offset + size * itemsize :].any()

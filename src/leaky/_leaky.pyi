@@ -10,10 +10,11 @@ _Out = TypeVar("_Out")
 PYBUF_MAX_NDIM: Final[int]
 _kernels: Final[str]
 _supported_kernels: Final[tuple[str, ...]]
-_gil_threshold: Final[int]
-_parallel_threshold: Final[int]
-_stream_bytes: Final[int]
 _max_threads: Final[int]
+
+def _tune(
+    gil_threshold: int = -1, parallel_threshold: int = -1, stream_bytes: int = -1
+) -> dict[str, int]: ...
 
 class ResultBuffer:
     """The memory behind a memoryview result."""
