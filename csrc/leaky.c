@@ -1127,28 +1127,57 @@ run_part(const ParallelJob *job, int part)
 
 typedef struct ThreadPool ThreadPool;
 
-typedef struct {
-    ThreadPool *pool;
-    int index;  /* the part this worker runs; the caller runs part 0 */
-} Worker;
-
+/*
+ * Parts are claimed through one ticket: (job number << 32) | next part.
+ * Whoever wins the compare-and-swap runs that part, so the caller runs every
+ * part that no worker has picked up yet and never waits for a thread that
+ * has not started: when the CPUs are busy with other threads (another
+ * library's spinning pool, say) a call degrades to the serial speed instead
+ * of waiting for a time slice.  A worker that wakes late finds the ticket of
+ * a newer job, or none left, and touches nothing.
+ */
 struct ThreadPool {
-    long long generation;  /* bumped once per job; workers wait for a change */
-    long long pending;     /* workers still running the current job */
+    long long generation;  /* job number; workers wait for it to change */
+    long long ticket;      /* (generation << 32) | index of the next unclaimed part */
+    long long done_parts;  /* parts of the current job finished */
     long long busy;        /* a caller owns the pool */
     long long stop;
     long long sleepers;    /* workers asleep on `work` (guarded by lock) */
-    const ParallelJob *job;
+    ParallelJob job;       /* valid while parts of it are unfinished */
     long pid;
     int nworkers;
     Mutex lock;
     Cond work;
     Cond done;
     ThreadHandle threads[LEAKY_MAX_THREADS];
-    Worker workers[LEAKY_MAX_THREADS];
 };
 
-/* Waits for a job newer than `seen`; returns it, or -1 when told to stop. */
+#define TICKET(generation, index) ((((generation) & 0x7fffffffLL) << 32) | (long long)(index))
+
+/* Claims and runs parts of job `generation` until none is left. */
+static void
+pool_work_on(ThreadPool *pool, long long generation)
+{
+    for (;;) {
+        long long ticket = ATOMIC_LOAD(&pool->ticket);
+        int index = (int)(ticket & 0xffffffffLL);
+        if ((ticket >> 32) != (generation & 0x7fffffffLL) || index >= pool->job.nparts) {
+            return;
+        }
+        if (!ATOMIC_CAS(&pool->ticket, ticket, ticket + 1)) {
+            continue;
+        }
+        const int nparts = pool->job.nparts;  /* stable: our part is not done yet */
+        run_part(&pool->job, index);
+        if (ATOMIC_ADD(&pool->done_parts, 1) + 1 == nparts) {
+            mutex_lock(&pool->lock);  /* pairs with the caller's check under the lock */
+            cond_broadcast(&pool->done);
+            mutex_unlock(&pool->lock);
+        }
+    }
+}
+
+/* Waits for a job newer than `seen`; returns its number, or -1 when told to stop. */
 static long long
 pool_wait_for_job(ThreadPool *pool, long long seen)
 {
@@ -1180,8 +1209,7 @@ static void *
 worker_main(void *arg)
 #endif
 {
-    Worker *self = (Worker *)arg;
-    ThreadPool *pool = self->pool;
+    ThreadPool *pool = (ThreadPool *)arg;
     long long seen = 0;
     for (;;) {
         long long generation = pool_wait_for_job(pool, seen);
@@ -1189,15 +1217,7 @@ worker_main(void *arg)
             break;
         }
         seen = generation;
-        const ParallelJob *job = pool->job;
-        if (self->index < job->nparts) {
-            run_part(job, self->index);
-        }
-        if (ATOMIC_ADD(&pool->pending, -1) == 1) {
-            mutex_lock(&pool->lock);  /* pairs with the caller's check under the lock */
-            cond_broadcast(&pool->done);
-            mutex_unlock(&pool->lock);
-        }
+        pool_work_on(pool, generation);
     }
 #ifdef _WIN32
     return 0;
@@ -1255,7 +1275,7 @@ pool_free(ThreadPool *pool)
     PyMem_RawFree(pool);
 }
 
-/* A pool with `nthreads - 1` workers; NULL if the OS refuses threads. */
+/* A pool with `nthreads - 1` workers; NULL if out of memory. */
 static ThreadPool *
 pool_new(int nthreads)
 {
@@ -1268,45 +1288,47 @@ pool_new(int nthreads)
     cond_init(&pool->work);
     cond_init(&pool->done);
     for (int i = 0; i < nthreads - 1; i++) {
-        pool->workers[i].pool = pool;
-        pool->workers[i].index = i + 1;
 #ifdef _WIN32
-        pool->threads[i] = CreateThread(NULL, 0, worker_main, &pool->workers[i], 0, NULL);
+        pool->threads[i] = CreateThread(NULL, 0, worker_main, pool, 0, NULL);
         int failed = pool->threads[i] == NULL;
 #else
-        int failed = pthread_create(&pool->threads[i], NULL, worker_main, &pool->workers[i]) != 0;
+        int failed = pthread_create(&pool->threads[i], NULL, worker_main, pool) != 0;
 #endif
         if (failed) {
-            break;
+            break;  /* fewer workers is fine: the caller takes their parts */
         }
         pool->nworkers++;
     }
     return pool;
 }
 
-/* Runs the job's parts on the pool and the calling thread; returns when all are done. */
+/* Runs all parts of `job` on this thread and whichever workers join in. */
 static void
 pool_run(ThreadPool *pool, const ParallelJob *job)
 {
-    pool->job = job;
-    ATOMIC_STORE(&pool->pending, pool->nworkers);
+    long long generation = ATOMIC_LOAD(&pool->generation) + 1;
+    pool->job = *job;
+    ATOMIC_STORE(&pool->done_parts, 0);
+    ATOMIC_STORE(&pool->ticket, TICKET(generation, 0));
     mutex_lock(&pool->lock);
-    ATOMIC_ADD(&pool->generation, 1);
+    ATOMIC_STORE(&pool->generation, generation);
     if (pool->sleepers > 0) {
         cond_broadcast(&pool->work);
     }
     mutex_unlock(&pool->lock);
-    run_part(job, 0);
-    for (int round = 0; round < LEAKY_SPIN_ROUNDS && ATOMIC_LOAD(&pool->pending) > 0; round++) {
+    pool_work_on(pool, generation);
+    /* what is left are parts that workers are running right now */
+    for (int round = 0; round < LEAKY_SPIN_ROUNDS; round++) {
+        if (ATOMIC_LOAD(&pool->done_parts) == job->nparts) {
+            return;
+        }
         cpu_relax();
     }
-    if (ATOMIC_LOAD(&pool->pending) > 0) {
-        mutex_lock(&pool->lock);
-        while (ATOMIC_LOAD(&pool->pending) > 0) {
-            cond_wait(&pool->done, &pool->lock);
-        }
-        mutex_unlock(&pool->lock);
+    mutex_lock(&pool->lock);
+    while (ATOMIC_LOAD(&pool->done_parts) < job->nparts) {
+        cond_wait(&pool->done, &pool->lock);
     }
+    mutex_unlock(&pool->lock);
 }
 
 /* Byte range [*lo, *hi) that a view can touch; empty views touch nothing. */
@@ -2271,7 +2293,12 @@ run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
     Py_BEGIN_ALLOW_THREADS
     ThreadPool *pool = threads > 1 ? pool_for_caller(st) : NULL;
     if (pool != NULL) {
-        job.nparts = threads < pool->nworkers + 1 ? threads : pool->nworkers + 1;
+        int nthreads = threads < pool->nworkers + 1 ? threads : pool->nworkers + 1;
+        /* a few parts per thread, so that whoever is free takes the next one */
+        Py_ssize_t min_part = plan.ndim == 1 ? 4096 : 1;
+        Py_ssize_t nparts = plan.shape[0] / min_part;
+        job.nparts = (int)(nparts < 4 * nthreads ? (nparts < nthreads ? nthreads : nparts)
+                                                 : 4 * nthreads);
         pool_run(pool, &job);
         ATOMIC_STORE(&pool->busy, 0);
     }
