@@ -304,6 +304,106 @@ def markdown_tables(
     return "\n".join(lines)
 
 
+def targets_summary(
+    numbers: list[dict[str, Any]], arrays: list[dict[str, Any]], backward: list[dict[str, Any]]
+) -> str:
+    """Each speed target of the project, with the worst ratio this run measured."""
+    rows: list[tuple[str, str, float, bool]] = []
+
+    def add(target: str, measured: str, value: float, ok: bool) -> None:
+        rows.append((target, measured, value, ok))
+
+    for kind, picks in (("float", ("-1.5", "1.5")), ("int", ("3",))):
+        sel = [r for r in numbers if r["x"] in picks]
+        worst = max(r["vs_one_liner"] for r in sel)
+        add(
+            f"numbers ({kind} x): time <= 0.5x the one-liner, every call form",
+            "worst leaky / one-liner",
+            worst,
+            worst <= 0.5,
+        )
+        worst = max(r["vs_abs"] for r in sel)
+        add(f"numbers ({kind} x): time <= 1.3x abs(x)", "worst leaky / abs", worst, worst <= 1.3)
+
+    def speedups(
+        rows_: list[dict[str, Any]], rival: Callable[[dict[str, float]], float]
+    ) -> list[float]:
+        return [rival(r["seconds"]) / r["seconds"]["leaky"] for r in rows_]
+
+    def fastest_other(t: dict[str, float]) -> float:
+        return best_other(t)[1]
+
+    def torch_of(t: dict[str, float]) -> float:
+        return next((v for k, v in t.items() if k.startswith("torch")), float("nan"))
+
+    for mode in ("out-of-place", "out="):
+        small = [r for r in arrays if r["mode"] == mode and r["size"] <= 10**4]
+        sp = speedups(small, fastest_other)
+        if sp:
+            add(
+                f"arrays <= 10^4, {mode}: >= 2.5x faster than NumPy and PyTorch",
+                "worst speed-up",
+                min(sp),
+                min(sp) >= 2.5,
+            )
+    if any(k.startswith("torch") for r in arrays for k in r["seconds"]):
+        for lo, hi, label in ((10**5, 10**6, "10^5..10^6"), (10**7, 10**9, ">= 10^7")):
+            sp = speedups([r for r in arrays if lo <= r["size"] <= hi], torch_of)
+            if sp:
+                add(
+                    f"arrays {label}: at least as fast as PyTorch (all modes)",
+                    "worst speed-up over torch",
+                    min(sp),
+                    min(sp) >= 1.0,
+                )
+    bw = [reference(r["seconds"]) / r["seconds"]["leaky"] for r in arrays if r["size"] >= 10**7]
+    if bw:
+        add(
+            "arrays >= 10^7: >= 90% of the copy bandwidth (all modes)",
+            "worst fraction",
+            min(bw),
+            min(bw) >= 0.9,
+        )
+    by_key = {(r["dtype"], r["size"], r["mode"]): r["seconds"]["leaky"] for r in arrays}
+    half = [
+        t / by_key[("float32", size, mode)]
+        for (dt, size, mode), t in by_key.items()
+        if dt == "float16" and ("float32", size, mode) in by_key and size >= 10**4
+    ]
+    if half:
+        add(
+            "float16 time per element <= 2x float32 (sizes >= 10^4)",
+            "worst float16 / float32",
+            max(half),
+            max(half) <= 2.0,
+        )
+    for name, rival in (
+        ("torch backward", "torch backward"),
+        ("NumPy idiom", "np.where(z > 0, g, g * a)"),
+    ):
+        for lo, hi, need in ((0, 10**4, 2.5), (10**5, 10**9, 1.0)):
+            sp = [
+                r["seconds"][rival] / r["seconds"]["leaky backward"]
+                for r in backward
+                if lo <= r["size"] <= hi and rival in r["seconds"]
+            ]
+            if sp:
+                add(
+                    f"backward {'<= 10^4' if hi == 10**4 else '>= 10^5'}: >= {need}x vs {name}",
+                    "worst speed-up",
+                    min(sp),
+                    min(sp) >= need,
+                )
+    lines = [
+        "### Targets (worst case over dtypes, sizes and modes in this run)",
+        "",
+        "| target | measure | value | met |",
+        "|---|---|---:|---|",
+    ]
+    lines += [f"| {t} | {m} | {v:.2f} | {'yes' if ok else '**no**'} |" for t, m, v, ok in rows]
+    return "\n".join(lines)
+
+
 def fmt_time(seconds: float) -> str:
     if seconds < 1e-3:
         return f"{seconds * 1e6:.2f} us"
@@ -404,6 +504,7 @@ def main() -> None:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(f"Machine: {machine()}; contenders: {versions}\n\n")
+            f.write(targets_summary(numbers, arrays, backward) + "\n\n")
             f.write(markdown_tables(numbers, arrays, backward) + "\n")
     if args.plot and arrays:
         plot(arrays, args.plot, machine())
