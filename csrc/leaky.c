@@ -575,6 +575,23 @@ static const KernelTable PORTABLE_KERNELS = {
  * lanes W, element size ES, loads and stores that convert to and from VT,
  * and SEL(x, a, b) = (x > 0 ? a : b) lane by lane.
  */
+/*
+ * Elements to write with plain stores before dst reaches a vector boundary,
+ * where streaming stores can start; -1 if dst is not even element-aligned
+ * (an offset byte view), in which case nothing is streamed.
+ */
+static inline Py_ssize_t
+stream_head(const char *dst, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize_t vector_bytes)
+{
+    uintptr_t address = (uintptr_t)dst;
+    if (address % (uintptr_t)itemsize != 0) {
+        return -1;
+    }
+    uintptr_t misalign = address % (uintptr_t)vector_bytes;
+    Py_ssize_t head = misalign ? (Py_ssize_t)(((uintptr_t)vector_bytes - misalign) / (uintptr_t)itemsize) : 0;
+    return head < n ? head : n;
+}
+
 #define FORWARD_BODY(x) SEL(x, x, MUL(x, va))
 #define GRAD_BODY(x) SEL(x, vone, va)
 #define BACKWARD_BODY(g, z) MUL(g, SEL(z, vone, va))
@@ -593,10 +610,8 @@ static const KernelTable PORTABLE_KERNELS = {
         const char *src = ptrs[0];                                              \
         char *dst = ptrs[1];                                                    \
         Py_ssize_t i = 0;                                                       \
-        const uintptr_t vbytes = (uintptr_t)(W * ES);                           \
-        if (ctx->streaming && ((uintptr_t)dst % ES) == 0) {                     \
-            Py_ssize_t head = (Py_ssize_t)(((vbytes - ((uintptr_t)dst % vbytes)) % vbytes) / ES); \
-            if (head > n) head = n;                                             \
+        const Py_ssize_t head = ctx->streaming ? stream_head(dst, n, ES, W * ES) : -1; \
+        if (head >= 0) {                                                        \
             if (head > 0) {                                                     \
                 uint64_t m = (1ull << head) - 1;                                \
                 VT x = MLOAD(src, m);                                           \
@@ -632,10 +647,8 @@ static const KernelTable PORTABLE_KERNELS = {
         const char *gp = ptrs[0], *zp = ptrs[1];                                \
         char *dst = ptrs[2];                                                    \
         Py_ssize_t i = 0;                                                       \
-        const uintptr_t vbytes = (uintptr_t)(W * ES);                           \
-        if (ctx->streaming && ((uintptr_t)dst % ES) == 0) {                     \
-            Py_ssize_t head = (Py_ssize_t)(((vbytes - ((uintptr_t)dst % vbytes)) % vbytes) / ES); \
-            if (head > n) head = n;                                             \
+        const Py_ssize_t head = ctx->streaming ? stream_head(dst, n, ES, W * ES) : -1; \
+        if (head >= 0) {                                                        \
             if (head > 0) {                                                     \
                 uint64_t m = (1ull << head) - 1;                                \
                 VT g = MLOAD(gp, m), z = MLOAD(zp, m);                          \
@@ -725,10 +738,8 @@ AVX512_BINARY(avx512_backward_f64, __m512d, 8, 8, F64_LOAD, F64_MLOAD, F64_STORE
         const char *src = ptrs[0];                                              \
         char *dst = ptrs[1];                                                    \
         Py_ssize_t i = 0;                                                       \
-        const uintptr_t vbytes = (uintptr_t)(W * ES);                           \
-        if (ctx->streaming && ((uintptr_t)dst % ES) == 0) {                     \
-            Py_ssize_t head = (Py_ssize_t)(((vbytes - ((uintptr_t)dst % vbytes)) % vbytes) / ES); \
-            if (head > n) head = n;                                             \
+        const Py_ssize_t head = ctx->streaming ? stream_head(dst, n, ES, W * ES) : -1; \
+        if (head >= 0) {                                                        \
             char *head_ptrs[2] = {(char *)src, dst};                            \
             FALLBACK(head_ptrs, steps, head, ctx);                              \
             for (i = head; i + W <= n; i += W) {                                \
@@ -757,10 +768,8 @@ AVX512_BINARY(avx512_backward_f64, __m512d, 8, 8, F64_LOAD, F64_MLOAD, F64_STORE
         const char *gp = ptrs[0], *zp = ptrs[1];                                \
         char *dst = ptrs[2];                                                    \
         Py_ssize_t i = 0;                                                       \
-        const uintptr_t vbytes = (uintptr_t)(W * ES);                           \
-        if (ctx->streaming && ((uintptr_t)dst % ES) == 0) {                     \
-            Py_ssize_t head = (Py_ssize_t)(((vbytes - ((uintptr_t)dst % vbytes)) % vbytes) / ES); \
-            if (head > n) head = n;                                             \
+        const Py_ssize_t head = ctx->streaming ? stream_head(dst, n, ES, W * ES) : -1; \
+        if (head >= 0) {                                                        \
             char *head_ptrs[3] = {(char *)gp, (char *)zp, dst};                 \
             FALLBACK(head_ptrs, steps, head, ctx);                              \
             for (i = head; i + W <= n; i += W) {                                \
