@@ -677,7 +677,8 @@ stream_head(const char *dst, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize_t vecto
 #define MUL _mm512_mul_ps
 #define SETUP_PS                                                                \
     const __m512 va = _mm512_set1_ps(ctx->alpha32), vone = _mm512_set1_ps(1.0f), \
-                 vzero = _mm512_setzero_ps();
+                 vzero = _mm512_setzero_ps(); \
+    (void)vone; /* the forward loops need no 1.0 */
 #define F32_LOAD(p) _mm512_loadu_ps((const void *)(p))
 #define F32_MLOAD(p, m) _mm512_maskz_loadu_ps((__mmask16)(m), (const void *)(p))
 #define F32_STORE(p, v) _mm512_storeu_ps((void *)(p), (v))
@@ -709,7 +710,8 @@ AVX512_BINARY(avx512_backward_f16, __m512, 16, 2, F16_LOAD, F16_MLOAD, F16_STORE
 #define MUL _mm512_mul_pd
 #define SETUP_PD                                                                \
     const __m512d va = _mm512_set1_pd(ctx->alpha), vone = _mm512_set1_pd(1.0),  \
-                  vzero = _mm512_setzero_pd();
+                  vzero = _mm512_setzero_pd(); \
+    (void)vone; /* the forward loops need no 1.0 */
 #define F64_LOAD(p) _mm512_loadu_pd((const void *)(p))
 #define F64_MLOAD(p, m) _mm512_maskz_loadu_pd((__mmask8)(m), (const void *)(p))
 #define F64_STORE(p, v) _mm512_storeu_pd((void *)(p), (v))
@@ -790,7 +792,8 @@ AVX512_BINARY(avx512_backward_f64, __m512d, 8, 8, F64_LOAD, F64_MLOAD, F64_STORE
 #define MUL _mm256_mul_ps
 #define SETUP_PS256                                                             \
     const __m256 va = _mm256_set1_ps(ctx->alpha32), vone = _mm256_set1_ps(1.0f), \
-                 vzero = _mm256_setzero_ps();
+                 vzero = _mm256_setzero_ps(); \
+    (void)vone; /* the forward loops need no 1.0 */
 #define F32X8_LOAD(p) _mm256_loadu_ps((const void *)(p))
 #define F32X8_STORE(p, v) _mm256_storeu_ps((void *)(p), (v))
 #define F32X8_STREAM(p, v) _mm256_stream_ps((void *)(p), (v))
@@ -817,7 +820,8 @@ AVX2_BINARY(avx2_backward_f16, __m256, 8, 2, F16X8_LOAD, F16X8_STORE, F16X8_STRE
 #define MUL _mm256_mul_pd
 #define SETUP_PD256                                                             \
     const __m256d va = _mm256_set1_pd(ctx->alpha), vone = _mm256_set1_pd(1.0),  \
-                  vzero = _mm256_setzero_pd();
+                  vzero = _mm256_setzero_pd(); \
+    (void)vone; /* the forward loops need no 1.0 */
 #define F64X4_LOAD(p) _mm256_loadu_pd((const void *)(p))
 #define F64X4_STORE(p, v) _mm256_storeu_pd((void *)(p), (v))
 #define F64X4_STREAM(p, v) _mm256_stream_pd((void *)(p), (v))
