@@ -1566,6 +1566,7 @@ typedef struct {
     PyTypeObject *result_buffer_type;
     PyObject *new_result;      /* leaky._containers.new_result */
     PyObject *numpy_core;      /* NumPy's _multiarray_umath, once an ndarray was seen */
+    int numpy_api_tried;       /* looked it up once already, usable or not */
     PyTypeObject *ndarray_type;
     NewArrayFunc numpy_new_array;  /* PyArray_New from NumPy's C-API table */
     PyObject *default_alpha;   /* the float 0.01 */
@@ -2179,8 +2180,11 @@ new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_kind, const
 {
     PyTypeObject *type = Py_TYPE(source);
     if (st->ndarray_type == NULL) {
-        if (strcmp(type->tp_name, "numpy.ndarray") != 0 || st->numpy_core != NULL ||
-            !load_numpy_api(st)) {
+        if (st->numpy_api_tried || strcmp(type->tp_name, "numpy.ndarray") != 0) {
+            return NULL;
+        }
+        st->numpy_api_tried = 1;  /* one look per module: a failed one is not retried */
+        if (!load_numpy_api(st)) {
             return NULL;
         }
     }
