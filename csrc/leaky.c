@@ -999,21 +999,27 @@ plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop, cons
     }
 }
 
-/* Runs loop over operands that all have the shape of ops[0], on this thread. */
-static void
-run_serial(Operand *const *ops, int nops, InnerLoop loop, const LoopContext *ctx)
+/* The plan for operands that all have the shape of ops[0]; returns the element count. */
+static Py_ssize_t
+plan_operands(LoopPlan *plan, Operand *const *ops, int nops, char **base)
 {
-    LoopPlan plan;
     const Py_ssize_t *strides[MAX_OPERANDS];
-    char *base[MAX_OPERANDS];
     for (int op = 0; op < nops; op++) {
         strides[op] = ops[op]->strides;
         base[op] = (char *)ops[op]->view.buf;
     }
-    if (plan_build(&plan, ops[0]->view.ndim, ops[0]->shape, nops, strides) == 0) {
-        return;
+    return plan_build(plan, ops[0]->view.ndim, ops[0]->shape, nops, strides);
+}
+
+/* Runs loop over the operands on this thread. */
+static void
+run_serial(Operand *const *ops, int nops, InnerLoop loop, const LoopContext *ctx)
+{
+    LoopPlan plan;
+    char *base[MAX_OPERANDS];
+    if (plan_operands(&plan, ops, nops, base) > 0) {
+        plan_run(&plan, nops, base, loop, ctx);
     }
-    plan_run(&plan, nops, base, loop, ctx);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2284,13 +2290,8 @@ run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
                 const LoopContext *ctx, int threads)
 {
     LoopPlan plan;
-    const Py_ssize_t *strides[MAX_OPERANDS];
     ParallelJob job = {.plan = &plan, .nops = nops, .loop = loop, .ctx = ctx};
-    for (int op = 0; op < nops; op++) {
-        strides[op] = ops[op]->strides;
-        job.base[op] = (char *)ops[op]->view.buf;
-    }
-    Py_ssize_t total = plan_build(&plan, ops[0]->view.ndim, ops[0]->shape, nops, strides);
+    Py_ssize_t total = plan_operands(&plan, ops, nops, job.base);
     if (total == 0) {
         return;
     }
