@@ -19,8 +19,10 @@
 #include <Python.h>
 
 #include <math.h>
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 
@@ -1155,8 +1157,15 @@ typedef struct ThreadPool ThreadPool;
  * of waiting for a time slice.  A worker that wakes late finds the ticket of
  * a newer job, or none left, and touches nothing.
  */
+typedef struct {
+    ThreadPool *pool;
+    int index;  /* 0 .. nworkers-1: joins a job only if index < the job's helpers */
+    long long parts_run;  /* for tests (_worker_parts): which workers did work */
+} WorkerSlot;
+
 struct ThreadPool {
     long long generation;  /* job number; workers wait for it to change */
+    long long helpers;     /* workers the current job may use (threads= minus the caller) */
     long long ticket;      /* (generation << 32) | index of the next unclaimed part */
     long long done_parts;  /* parts of the current job finished */
     long long busy;        /* a caller owns the pool */
@@ -1169,13 +1178,15 @@ struct ThreadPool {
     Cond work;
     Cond done;
     ThreadHandle threads[LEAKY_MAX_THREADS];
+    WorkerSlot slots[LEAKY_MAX_THREADS];
 };
 
 #define TICKET(generation, index) ((((generation) & 0x7fffffffLL) << 32) | (long long)(index))
 
-/* Claims and runs parts of job `generation` until none is left. */
+/* Claims and runs parts of job `generation` until none is left; counts
+   them in *parts_run (a worker's tally; NULL for the caller). */
 static void
-pool_work_on(ThreadPool *pool, long long generation)
+pool_work_on(ThreadPool *pool, long long generation, long long *parts_run)
 {
     for (;;) {
         long long ticket = ATOMIC_LOAD(&pool->ticket);
@@ -1188,6 +1199,9 @@ pool_work_on(ThreadPool *pool, long long generation)
         }
         const int nparts = pool->job.nparts;  /* stable: our part is not done yet */
         run_part(&pool->job, index);
+        if (parts_run != NULL) {
+            ATOMIC_ADD(parts_run, 1);
+        }
         if (ATOMIC_ADD(&pool->done_parts, 1) + 1 == nparts) {
             mutex_lock(&pool->lock);  /* pairs with the caller's check under the lock */
             cond_broadcast(&pool->done);
@@ -1228,7 +1242,8 @@ static void *
 worker_main(void *arg)
 #endif
 {
-    ThreadPool *pool = (ThreadPool *)arg;
+    WorkerSlot *slot = (WorkerSlot *)arg;
+    ThreadPool *pool = slot->pool;
     long long seen = 0;
     for (;;) {
         long long generation = pool_wait_for_job(pool, seen);
@@ -1236,7 +1251,13 @@ worker_main(void *arg)
             break;
         }
         seen = generation;
-        pool_work_on(pool, generation);
+        /* threads=N means N: without this check every awake worker would
+           take parts.  `helpers` is read after the new generation, which
+           pool_run publishes after it; a stale value can only come from a
+           later job, whose ticket then turns this worker away anyway. */
+        if (slot->index < ATOMIC_LOAD(&pool->helpers)) {
+            pool_work_on(pool, generation, &slot->parts_run);
+        }
     }
 #ifdef _WIN32
     return 0;
@@ -1307,11 +1328,13 @@ pool_new(int nthreads)
     cond_init(&pool->work);
     cond_init(&pool->done);
     for (int i = 0; i < nthreads - 1; i++) {
+        pool->slots[i].pool = pool;
+        pool->slots[i].index = i;
 #ifdef _WIN32
-        pool->threads[i] = CreateThread(NULL, 0, worker_main, pool, 0, NULL);
+        pool->threads[i] = CreateThread(NULL, 0, worker_main, &pool->slots[i], 0, NULL);
         int failed = pool->threads[i] == NULL;
 #else
-        int failed = pthread_create(&pool->threads[i], NULL, worker_main, pool) != 0;
+        int failed = pthread_create(&pool->threads[i], NULL, worker_main, &pool->slots[i]) != 0;
 #endif
         if (failed) {
             break;  /* fewer workers is fine: the caller takes their parts */
@@ -1321,12 +1344,14 @@ pool_new(int nthreads)
     return pool;
 }
 
-/* Runs all parts of `job` on this thread and whichever workers join in. */
+/* Runs all parts of `job` on this thread and whichever of the first
+   `helpers` workers join in. */
 static void
-pool_run(ThreadPool *pool, const ParallelJob *job)
+pool_run(ThreadPool *pool, const ParallelJob *job, int helpers)
 {
     long long generation = ATOMIC_LOAD(&pool->generation) + 1;
     pool->job = *job;
+    ATOMIC_STORE(&pool->helpers, (long long)helpers);
     ATOMIC_STORE(&pool->done_parts, 0);
     ATOMIC_STORE(&pool->ticket, TICKET(generation, 0));
     mutex_lock(&pool->lock);
@@ -1335,7 +1360,7 @@ pool_run(ThreadPool *pool, const ParallelJob *job)
         cond_broadcast(&pool->work);
     }
     mutex_unlock(&pool->lock);
-    pool_work_on(pool, generation);
+    pool_work_on(pool, generation, NULL);
     /* what is left are parts that workers are running right now */
     for (int round = 0; round < LEAKY_SPIN_ROUNDS; round++) {
         if (ATOMIC_LOAD(&pool->done_parts) == job->nparts) {
@@ -2317,7 +2342,7 @@ run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
         Py_ssize_t nparts = plan.shape[0] / min_part;
         job.nparts = (int)(nparts < 4 * nthreads ? (nparts < nthreads ? nthreads : nparts)
                                                  : 4 * nthreads);
-        pool_run(pool, &job);
+        pool_run(pool, &job, nthreads - 1);
         ATOMIC_STORE(&pool->busy, 0);
     }
     else {
@@ -2661,6 +2686,27 @@ leaky_tune(PyObject *module, PyObject *args, PyObject *kwargs)
                          tuning->parallel_threshold, keywords[2], tuning->stream_bytes);
 }
 
+/* _worker_parts(): parts each worker of this process's pool has run, () before
+   the pool exists.  Tests use it to see that threads=N keeps to N. */
+static PyObject *
+leaky_worker_parts(PyObject *module, PyObject *unused)
+{
+    ThreadPool *pool = ATOMIC_LOAD_PTR(&get_state(module)->pool);
+    if (pool == NULL || pool->pid != current_pid()) {
+        return PyTuple_New(0);
+    }
+    PyObject *counts = PyTuple_New(pool->nworkers);
+    for (int i = 0; counts != NULL && i < pool->nworkers; i++) {
+        PyObject *count = PyLong_FromLongLong(ATOMIC_LOAD(&pool->slots[i].parts_run));
+        if (count == NULL) {
+            Py_CLEAR(counts);
+            break;
+        }
+        PyTuple_SET_ITEM(counts, i, count);
+    }
+    return counts;
+}
+
 static PyMethodDef leaky_methods[] = {
     {"leaky_relu", (PyCFunction)(void (*)(void))leaky_relu, METH_FASTCALL | METH_KEYWORDS,
      leaky_relu_doc},
@@ -2670,6 +2716,8 @@ static PyMethodDef leaky_methods[] = {
      METH_FASTCALL | METH_KEYWORDS, leaky_relu_backward_doc},
     {"_tune", (PyCFunction)(void (*)(void))leaky_tune, METH_VARARGS | METH_KEYWORDS,
      "Read (and, for tests and tuning, set) the size thresholds; returns them as a dict."},
+    {"_worker_parts", leaky_worker_parts, METH_NOARGS,
+     "Parts of parallel calls that each pool worker has run (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2725,6 +2773,32 @@ choose_kernels(PyObject *module, LeakyState *st)
     return PyModule_AddStringConstant(module, "_kernels", st->kernels->name);
 }
 
+/*
+ * LEAKY_NUM_THREADS=N caps the threads a call may use (the pool is made with
+ * N - 1 workers), as OMP_NUM_THREADS does for OpenMP: for processes that
+ * share a machine, such as Dask workers.  It may exceed the CPU count (tests
+ * use that to get a pool of several workers on a 2-CPU machine).
+ */
+static int
+thread_count_from_env(int *max_threads)
+{
+    const char *text = getenv("LEAKY_NUM_THREADS");
+    if (text == NULL || text[0] == '\0') {
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (errno != 0 || *end != '\0' || value < 1 || value > LEAKY_MAX_THREADS) {
+        PyErr_Format(PyExc_ImportError,
+                     "LEAKY_NUM_THREADS=%s is not a thread count from 1 to %d", text,
+                     LEAKY_MAX_THREADS);
+        return -1;
+    }
+    *max_threads = (int)value;
+    return 0;
+}
+
 static int
 leaky_exec(PyObject *module)
 {
@@ -2761,6 +2835,9 @@ leaky_exec(PyObject *module)
         return -1;
     }
     st->max_threads = default_thread_count();
+    if (thread_count_from_env(&st->max_threads) < 0) {
+        return -1;
+    }
     st->tuning.gil_threshold = LEAKY_GIL_THRESHOLD;
     st->tuning.parallel_threshold = LEAKY_PARALLEL_THRESHOLD;
     st->tuning.stream_bytes = LEAKY_STREAM_BYTES;

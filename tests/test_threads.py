@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -155,12 +156,66 @@ def test_concurrent_callers_share_the_pool() -> None:
     np.testing.assert_array_equal(shared, shared_expected)
 
 
-def run_script(code: str) -> str:
+def run_script(code: str, **env: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_threads_n_uses_at_most_n_threads() -> None:
+    # A pool of 5 workers (LEAKY_NUM_THREADS may exceed the CPUs): threads=n
+    # must leave workers n-1 and up idle, and the answers must be right.
+    out = run_script(
+        """
+        import numpy as np, leaky, leaky._leaky as ext
+        assert ext._max_threads == 6, ext._max_threads
+        x = np.linspace(-1, 1, 10**6)
+        expected = np.where(x > 0, x, 0.25 * x)
+        for n in (2, 3, 6):
+            before = ext._worker_parts() or (0,) * 5
+            for _ in range(20):
+                assert (leaky.leaky_relu(x, 0.25, threads=n) == expected).all()
+            ran = [after - b for after, b in zip(ext._worker_parts(), before)]
+            assert len(ran) == 5, ran
+            assert all(count == 0 for count in ran[n - 1:]), (n, ran)
+            print(n, sum(count > 0 for count in ran))
+        """,
+        LEAKY_NUM_THREADS="6",
+    )
+    # which of the allowed workers wake in time is up to the OS; the cap is not
+    assert [line.split()[0] for line in out.splitlines()] == ["2", "3", "6"]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "65", "four", "2x"])
+def test_bad_thread_count_in_the_environment(value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import leaky"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LEAKY_NUM_THREADS": value},
+    )
+    assert done.returncode != 0
+    assert f"ImportError: LEAKY_NUM_THREADS={value} is not a thread count" in done.stderr
+
+
+def test_thread_count_from_the_environment_caps_auto() -> None:
+    out = run_script(
+        """
+        import numpy as np, leaky, leaky._leaky as ext
+        x = np.ones(10**6)
+        leaky.leaky_relu(x)
+        print(ext._max_threads, ext._worker_parts())
+        """,
+        LEAKY_NUM_THREADS="1",
+    )
+    assert out.split() == ["1", "()"]  # one thread: no pool is ever made
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="os.fork is POSIX-only")

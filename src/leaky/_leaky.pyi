@@ -15,6 +15,7 @@ _max_threads: Final[int]
 def _tune(
     gil_threshold: int = -1, parallel_threshold: int = -1, stream_bytes: int = -1
 ) -> dict[str, int]: ...
+def _worker_parts() -> tuple[int, ...]: ...
 
 class ResultBuffer:
     """The memory behind a memoryview result."""
