@@ -14,7 +14,8 @@ PyTorch with `torch.set_num_threads(n)` on the same memory:
 
 Throughput counts bytes read and written (2 x the array's bytes), the way
 PyTorch's own figure of ~114 GB/s on a 16-core machine is counted.  It also
-reports leaky with `threads=None` (its automatic choice) at the largest count.
+reports both at their defaults ("auto": leaky's `threads=None`, PyTorch's
+default thread count).  Without PyTorch installed, leaky's columns alone.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 from typing import Any
 
 import numpy as np
-from run import machine, side_by_side
+from run import machine, optional, side_by_side
 
 from leaky import leaky_relu
 
@@ -43,22 +44,32 @@ def thread_counts(cpus: int) -> list[int]:
 
 
 def contenders(torch: Any, mode: str, x: Any, y: Any, n: int | None) -> dict[str, Any]:
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    fn = torch.nn.functional
+    """name -> zero-argument callable; PyTorch's only when it is installed."""
+    c: dict[str, Any] = {}
     if mode == "in place":
-        return {
-            "leaky": lambda: leaky_relu(x, 1.0, out=x, threads=n),
-            "torch": lambda: fn.leaky_relu_(tx, 1.0),
-        }
-    if mode == "out=":
-        return {
-            "leaky": lambda: leaky_relu(x, ALPHA, out=y, threads=n),
-            "torch": lambda: torch._C._nn.leaky_relu(tx, ALPHA, out=ty),
-        }
-    return {
-        "leaky": lambda: leaky_relu(x, ALPHA, threads=n),
-        "torch": lambda: fn.leaky_relu(tx, ALPHA),
-    }
+        c["leaky"] = lambda: leaky_relu(x, 1.0, out=x, threads=n)
+    elif mode == "out=":
+        c["leaky"] = lambda: leaky_relu(x, ALPHA, out=y, threads=n)
+    else:
+        c["leaky"] = lambda: leaky_relu(x, ALPHA, threads=n)
+    if torch is not None:
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        fn = torch.nn.functional
+        if mode == "in place":
+            c["torch"] = lambda: fn.leaky_relu_(tx, 1.0)
+        elif mode == "out=":
+            c["torch"] = lambda: torch._C._nn.leaky_relu(tx, ALPHA, out=ty)
+        else:
+            c["torch"] = lambda: fn.leaky_relu(tx, ALPHA)
+    return c
+
+
+def cells(times: dict[str, float], gbytes: float) -> tuple[str, str, str]:
+    """leaky GB/s, torch GB/s and leaky's speed over torch, as text."""
+    leaky_rate = f"{gbytes / times['leaky']:.1f}"
+    if "torch" not in times:
+        return leaky_rate, "-", "-"
+    return leaky_rate, f"{gbytes / times['torch']:.1f}", f"{times['torch'] / times['leaky']:.2f}x"
 
 
 def main() -> None:
@@ -70,13 +81,17 @@ def main() -> None:
     parser.add_argument("--markdown", help="write the table as Markdown")
     args = parser.parse_args()
 
-    import torch
-
+    torch = optional("torch")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    counts = thread_counts(cpus or 1)
-    default_torch_threads = torch.get_num_threads()
+    counts: list[int | None] = [*thread_counts(cpus or 1), None]  # None: both at their defaults
+    default_torch_threads = torch.get_num_threads() if torch is not None else 0
+    versions = (
+        f"torch {torch.__version__} ({default_torch_threads} threads)"
+        if torch is not None
+        else "torch not installed"
+    )
     print(f"machine: {machine()}")
-    print(f"torch {torch.__version__} ({default_torch_threads} threads), numpy {np.__version__}")
+    print(f"{versions}, numpy {np.__version__}")
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal(args.size, dtype=np.float32)
@@ -86,40 +101,30 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for mode in ("in place", "out=", "out-of-place"):
         for n in counts:
-            torch.set_num_threads(n)
+            if torch is not None:
+                torch.set_num_threads(n or default_torch_threads)
             times = side_by_side(contenders(torch, mode, x, y, n), args.repeats, args.budget)
-            rows.append({"mode": mode, "threads": n, "seconds": times})
+            rows.append({"mode": mode, "threads": n or "auto", "seconds": times})
+            leaky_rate, torch_rate, speed = cells(times, gbytes)
             print(
-                f"{mode:12s} threads={n:3d}  leaky {gbytes / times['leaky']:7.1f} GB/s"
-                f"  torch {gbytes / times['torch']:7.1f} GB/s"
-                f"  -> leaky {times['torch'] / times['leaky']:.2f}x torch",
+                f"{mode:12s} threads={n or 'auto':>4}  leaky {leaky_rate:>6} GB/s"
+                f"  torch {torch_rate:>6} GB/s  -> leaky {speed} torch",
                 flush=True,
             )
-        # leaky's automatic thread count against PyTorch's default
-        torch.set_num_threads(default_torch_threads)
-        times = side_by_side(contenders(torch, mode, x, y, None), args.repeats, args.budget)
-        rows.append({"mode": mode, "threads": "auto", "seconds": times})
-        print(
-            f"{mode:12s} threads=auto  leaky {gbytes / times['leaky']:7.1f} GB/s"
-            f"  torch({default_torch_threads}) {gbytes / times['torch']:7.1f} GB/s"
-            f"  -> leaky {times['torch'] / times['leaky']:.2f}x torch",
-            flush=True,
-        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine(), "size": args.size, "rows": rows}, f, indent=1)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(f"Machine: {machine()}; torch {torch.__version__}; ")
+            f.write(f"Machine: {machine()}; {versions}; ")
             f.write(f"{args.size:,} float32 elements; GB/s count bytes read and written.\n\n")
             f.write("| mode | threads | leaky GB/s | torch GB/s | leaky / torch speed |\n")
             f.write("|---|---:|---:|---:|---:|\n")
             for r in rows:
-                t = r["seconds"]
                 f.write(
-                    f"| {r['mode']} | {r['threads']} | {gbytes / t['leaky']:.1f} "
-                    f"| {gbytes / t['torch']:.1f} | {t['torch'] / t['leaky']:.2f}x |\n"
+                    f"| {r['mode']} | {r['threads']} | " + " | ".join(cells(r["seconds"], gbytes))
                 )
+                f.write(" |\n")
     sys.stdout.flush()
 
 
