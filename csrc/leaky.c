@@ -1735,12 +1735,27 @@ make_context(double alpha)
 typedef enum { OP_FORWARD, OP_GRAD } UnaryOp;
 
 /*
- * The sign of an exact int or bool without converting it: -1, 0 or 1.
- * *small receives the value when it fits a long.
+ * The sign of an exact int or bool: -1, 0 or 1.  When it is -1, *small
+ * receives the value if *fits.  Small ints are read off the object's layout
+ * without a call (3.12+: the compact-value API; before: the sign of ob_size),
+ * which is most of what a leaky_relu(3) costs beyond the call itself.
  */
-static int
+static inline int
 int_sign(PyObject *z, long *small, int *fits)
 {
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)z)) {
+        Py_ssize_t value = PyUnstable_Long_CompactValue((PyLongObject *)z);
+        *small = (long)value;  /* compact means one digit: < 2**30 in size */
+        *fits = 1;
+        return (value > 0) - (value < 0);
+    }
+#else
+    if (Py_SIZE(z) >= 0) {  /* ob_size carries the sign: no value needed */
+        *fits = 0;
+        return Py_SIZE(z) > 0;
+    }
+#endif
     int overflow;
     long value = PyLong_AsLongAndOverflow(z, &overflow);
     *fits = overflow == 0;
@@ -1776,24 +1791,31 @@ generic_is_positive(LeakyState *st, PyObject *z)
     return PyObject_RichCompareBool(z, st->zero, Py_GT);
 }
 
-static PyObject *
-forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
+/* leaky_relu of an exact float, int or bool (is_exact_number). */
+static inline PyObject *
+forward_exact_number(PyObject *z, double alpha)
 {
     if (PyFloat_CheckExact(z)) {
         double x = PyFloat_AS_DOUBLE(z);
         return x > 0 ? Py_NewRef(z) : PyFloat_FromDouble(alpha * x);
     }
-    if (PyLong_CheckExact(z) || PyBool_Check(z)) {
-        long small;
-        int fits;
-        if (int_sign(z, &small, &fits) >= 0) {
-            return Py_NewRef(z);  /* ints >= 0 come back as themselves */
-        }
-        double x = fits ? (double)small : PyLong_AsDouble(z);
-        if (x == -1.0 && PyErr_Occurred()) {
-            return NULL;  /* OverflowError, exactly as alpha * z raises it */
-        }
-        return PyFloat_FromDouble(alpha * x);
+    long small;
+    int fits;
+    if (int_sign(z, &small, &fits) >= 0) {
+        return Py_NewRef(z);  /* ints >= 0 come back as themselves */
+    }
+    double x = fits ? (double)small : PyLong_AsDouble(z);
+    if (x == -1.0 && PyErr_Occurred()) {
+        return NULL;  /* OverflowError, exactly as alpha * z raises it */
+    }
+    return PyFloat_FromDouble(alpha * x);
+}
+
+static PyObject *
+forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    if (is_exact_number(z)) {
+        return forward_exact_number(z, alpha);
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {
@@ -1818,16 +1840,22 @@ float_gradient(LeakyState *st, int positive, PyObject *alpha_obj, double alpha)
     return PyFloat_CheckExact(alpha_obj) ? Py_NewRef(alpha_obj) : PyFloat_FromDouble(alpha);
 }
 
+/* leaky_relu_grad of an exact float, int or bool (is_exact_number). */
+static inline PyObject *
+grad_exact_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    long small;
+    int fits;
+    int positive = PyFloat_CheckExact(z) ? PyFloat_AS_DOUBLE(z) > 0
+                                         : int_sign(z, &small, &fits) > 0;
+    return float_gradient(st, positive, alpha_obj, alpha);
+}
+
 static PyObject *
 grad_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
 {
-    if (PyFloat_CheckExact(z)) {
-        return float_gradient(st, PyFloat_AS_DOUBLE(z) > 0, alpha_obj, alpha);
-    }
-    if (PyLong_CheckExact(z) || PyBool_Check(z)) {
-        long small;
-        int fits;
-        return float_gradient(st, int_sign(z, &small, &fits) > 0, alpha_obj, alpha);
+    if (is_exact_number(z)) {
+        return grad_exact_number(st, z, alpha_obj, alpha);
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {
@@ -2514,21 +2542,6 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
             Py_ssize_t nargs, PyObject *kwnames)
 {
     LeakyState *st = get_state(module);
-    /*
-     * The hot path, before the general parser: an exact float or int, with
-     * the default slope, a float slope by position, or alpha= by keyword
-     * (call sites pass the interned name, so a pointer compare finds it).
-     */
-    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    if (nargs >= 1 && nargs + nkw <= 2 && is_exact_number(args[0]) &&
-        (nkw == 0 || (nargs == 1 && PyTuple_GET_ITEM(kwnames, 0) == st->str_alpha))) {
-        if (nargs + nkw == 1) {
-            return unary_number(st, op, args[0], NULL, LEAKY_DEFAULT_ALPHA);
-        }
-        if (PyFloat_CheckExact(args[1])) {
-            return unary_number(st, op, args[0], args[1], PyFloat_AS_DOUBLE(args[1]));
-        }
-    }
     PyObject *names[4] = {st->str_z, st->str_alpha, st->str_out, st->str_threads};
     PyObject *values[4];
     if (parse_arguments(sig, names, args, nargs, kwnames, values) < 0) {
@@ -2564,15 +2577,57 @@ static const Signature FORWARD_SIGNATURE = {"leaky_relu", 2, 1, 4};
 static const Signature GRAD_SIGNATURE = {"leaky_relu_grad", 2, 1, 4};
 static const Signature BACKWARD_SIGNATURE = {"leaky_relu_backward", 3, 2, 5};
 
+/*
+ * The hot path, before the general parser: is this a call on an exact float,
+ * int or bool with the default slope, a float slope by position, or alpha=
+ * a float by keyword (call sites pass the interned name, so a pointer
+ * compare finds it)?  If so, *alpha_obj is the slope given (NULL for the
+ * default) and the caller computes the answer at once.  Kept small and
+ * inline: a scalar call should cost about what abs(x) does.
+ */
+static inline int
+is_plain_number_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                     PyObject *kwnames, PyObject **alpha_obj)
+{
+    if (nargs < 1 || nargs > 2 || !is_exact_number(args[0])) {
+        return 0;
+    }
+    if (kwnames == NULL) {
+        *alpha_obj = nargs == 2 ? args[1] : NULL;
+    }
+    else if (nargs == 1 && PyTuple_GET_SIZE(kwnames) == 1 &&
+             PyTuple_GET_ITEM(kwnames, 0) == get_state(module)->str_alpha) {
+        *alpha_obj = args[1];
+    }
+    else {
+        return 0;
+    }
+    return *alpha_obj == NULL || PyFloat_CheckExact(*alpha_obj);
+}
+
+static inline double
+plain_alpha(PyObject *alpha_obj)
+{
+    return alpha_obj == NULL ? LEAKY_DEFAULT_ALPHA : PyFloat_AS_DOUBLE(alpha_obj);
+}
+
 static PyObject *
 leaky_relu(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    PyObject *alpha_obj;
+    if (is_plain_number_call(module, args, nargs, kwnames, &alpha_obj)) {
+        return forward_exact_number(args[0], plain_alpha(alpha_obj));
+    }
     return unary_entry(module, OP_FORWARD, &FORWARD_SIGNATURE, args, nargs, kwnames);
 }
 
 static PyObject *
 leaky_relu_grad(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
+    PyObject *alpha_obj;
+    if (is_plain_number_call(module, args, nargs, kwnames, &alpha_obj)) {
+        return grad_exact_number(get_state(module), args[0], alpha_obj, plain_alpha(alpha_obj));
+    }
     return unary_entry(module, OP_GRAD, &GRAD_SIGNATURE, args, nargs, kwnames);
 }
 

@@ -105,6 +105,13 @@ INTS = [
     7,
     -1,
     -7,
+    # either side of one 30-bit digit, where CPython's compact ints end
+    2**30 - 1,
+    -(2**30) + 1,
+    2**30,
+    -(2**30),
+    2**31,
+    -(2**31) - 1,
     2**62,
     -(2**62),
     2**63,
