@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import os
+import platform
 import subprocess
 import sys
 
@@ -78,3 +80,29 @@ def test_reimport_makes_a_fresh_module() -> None:
         assert fresh.leaky_relu(memoryview(b"\x01")).tolist() == [1.0]
     finally:
         sys.modules["leaky._leaky"] = old
+
+
+def test_kernel_paths_for_this_cpu() -> None:
+    import leaky._leaky as ext
+
+    supported = ext._supported_kernels
+    assert supported[-1] == "portable"  # always there, always last
+    machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64"):
+        assert set(supported) <= {"avx512", "avx2", "portable"}
+    elif machine in ("aarch64", "arm64") and sys.platform != "win32":
+        assert supported == ("neon", "portable")  # NEON is part of the base ISA
+    forced = os.environ.get("LEAKY_KERNELS")
+    assert ext._kernels == (forced or supported[0])
+
+
+def test_an_unknown_kernel_path_fails_the_import() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import leaky"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LEAKY_KERNELS": "sse9"},
+    )
+    assert done.returncode != 0
+    assert "ImportError: LEAKY_KERNELS=sse9 is not a kernel path this CPU supports" in done.stderr
