@@ -21,7 +21,6 @@ from conftest import (
 )
 
 import leaky
-import leaky._leaky
 from leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
 
 NAMES = ["leaky_relu", "leaky_relu_grad", "leaky_relu_backward"]
@@ -57,7 +56,8 @@ def test_pickles_to_itself_as_the_public_name(name: str, protocol: int) -> None:
     assert pickle.loads(payload) is func
     assert global_name(payload) == ("leaky", name)
     # the extension's own attribute is the same object, so it pickles the same
-    assert pickle.dumps(getattr(leaky._leaky, name), protocol=protocol) == payload
+    extension = sys.modules["leaky._leaky"]
+    assert pickle.dumps(getattr(extension, name), protocol=protocol) == payload
 
 
 @pytest.mark.parametrize("name", NAMES)
