@@ -79,7 +79,9 @@ def test_reimport_makes_a_fresh_module() -> None:
         assert old.leaky_relu(-2.0, 0.5) == -1.0
         assert fresh.leaky_relu(memoryview(b"\x01")).tolist() == [1.0]
     finally:
+        # the import also set the package's attribute: put both back
         sys.modules["leaky._leaky"] = old
+        leaky._leaky = old
 
 
 def test_kernel_paths_for_this_cpu() -> None:

@@ -12,4 +12,12 @@ semantics, and ``help()`` on each function.
 from leaky._leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
 from leaky._version import __version__
 
+# pickle stores a function as (its __module__, its __qualname__) and finds it
+# again by importing that module.  Name the public module rather than the
+# private extension, so pickles (multiprocessing, concurrent.futures, Dask)
+# say ``leaky.leaky_relu`` and keep working should the extension move.
+for _func in (leaky_relu, leaky_relu_grad, leaky_relu_backward):
+    _func.__module__ = __name__
+del _func
+
 __all__ = ["__version__", "leaky_relu", "leaky_relu_backward", "leaky_relu_grad"]
