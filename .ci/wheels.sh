@@ -70,16 +70,20 @@ case "$repaired" in
 *) echo "auditwheel gave no manylinux tag: $repaired" >&2 && exit 1 ;;
 esac
 
-# Every CPython 3.10-3.13 this machine has: on PATH as python3.X, or through
-# pyenv.  The running one is required; the others are used when present.
+# Every CPython 3.10-3.13 this machine has: the running one (required),
+# others through pyenv or on PATH as python3.X, each used when present.
 running=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 pythons=()
 for version in 3.10 3.11 3.12 3.13; do
     found=""
-    if command -v "python$version" >/dev/null 2>&1; then
-        found=$(command -v "python$version")
+    if [ "$version" = "$running" ]; then
+        found=$(command -v python)
     elif command -v pyenv >/dev/null 2>&1; then
+        # pyenv first: its shims are on PATH but fail unless a version is chosen
         found=$(PYENV_VERSION=$version pyenv which python 2>/dev/null || true)
+    fi
+    if [ -z "$found" ] && command -v "python$version" >/dev/null 2>&1; then
+        found=$(command -v "python$version")
     fi
     if [ -n "$found" ] && [ "$("$found" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$version" ]; then
         pythons+=("$found")
