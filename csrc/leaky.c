@@ -18,6 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <assert.h>  /* checked in LEAKY_DEBUG=1 and LEAKY_SANITIZE=1 builds (setup.py) */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -971,6 +972,7 @@ static void
 plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop, const LoopContext *ctx)
 {
     const int inner = plan->ndim - 1;
+    assert(plan->ndim >= 1 && plan->ndim <= PyBUF_MAX_NDIM && nops <= MAX_OPERANDS);
     Py_ssize_t steps[MAX_OPERANDS];
     char *ptrs[MAX_OPERANDS];
     Py_ssize_t index[PyBUF_MAX_NDIM] = {0};
@@ -1131,7 +1133,9 @@ part_start(const ParallelJob *job, int part)
 static void
 run_part(const ParallelJob *job, int part)
 {
+    assert(part >= 0 && part < job->nparts);
     Py_ssize_t lo = part_start(job, part), hi = part_start(job, part + 1);
+    assert(lo >= 0 && hi <= job->plan->shape[0]);
     if (hi <= lo) {
         return;
     }
@@ -1325,6 +1329,7 @@ pool_new(int nthreads)
 static void
 pool_run(ThreadPool *pool, const ParallelJob *job)
 {
+    assert(ATOMIC_LOAD(&pool->busy) == 1 && job->nparts >= 1);
     long long generation = ATOMIC_LOAD(&pool->generation) + 1;
     pool->job = *job;
     ATOMIC_STORE(&pool->done_parts, 0);
@@ -1417,6 +1422,7 @@ detach_from_output(Operand *input, const Operand *output, int *failed)
         count *= input->shape[d];
     }
     const Py_ssize_t itemsize = input->view.itemsize;
+    assert(count > 0 && itemsize > 0 && count <= PY_SSIZE_T_MAX / itemsize);
     char *copy = PyMem_Malloc((size_t)(count * itemsize));
     if (copy == NULL) {
         *failed = 1;
@@ -2218,6 +2224,7 @@ new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_kind, const
             return NULL;
         }
     }
+    assert(ATOMIC_LOAD(&st->numpy_api) == NUMPY_API_READY && st->numpy_new_array != NULL);
     if (type != st->ndarray_type) {
         return NULL;
     }
@@ -2791,7 +2798,13 @@ leaky_exec(PyObject *module)
     st->tuning.gil_threshold = LEAKY_GIL_THRESHOLD;
     st->tuning.parallel_threshold = LEAKY_PARALLEL_THRESHOLD;
     st->tuning.stream_bytes = LEAKY_STREAM_BYTES;
-    if (PyModule_AddIntConstant(module, "PYBUF_MAX_NDIM", PyBUF_MAX_NDIM) < 0 ||
+#ifdef NDEBUG
+    const int assertions = 0;
+#else
+    const int assertions = 1;  /* lets the hardening scripts check what they built */
+#endif
+    if (PyModule_AddIntConstant(module, "_assertions", assertions) < 0 ||
+        PyModule_AddIntConstant(module, "PYBUF_MAX_NDIM", PyBUF_MAX_NDIM) < 0 ||
         PyModule_AddIntConstant(module, "_max_threads", st->max_threads) < 0) {
         return -1;
     }
