@@ -59,7 +59,8 @@ for line in sys.stdin:
         continue
     print(node)
 ')
-count=$(echo "$slice" | wc -l)
+mapfile -t nodes <<< "$slice"  # node ids may hold spaces (the bad-input table's names)
+count=${#nodes[@]}
 echo "valgrind: $count tests in the slice"
 
 logs=$(mktemp -d)
@@ -70,12 +71,11 @@ for kernels in $(python -c "import leaky._leaky as e; print(' '.join(e._supporte
         continue
     fi
     echo "== valgrind memcheck, LEAKY_KERNELS=$kernels"
-    # shellcheck disable=SC2086
     LEAKY_KERNELS=$kernels LEAKY_HYPOTHESIS_PROFILE=quick PYTHONMALLOC=malloc \
         timeout "${LEAKY_VALGRIND_SECONDS:-900}" \
         valgrind --tool=memcheck --fair-sched=yes --leak-check=no --num-callers=50 --track-origins=no \
         --log-file="$logs/$kernels.%p.log" \
-        python -m pytest -q -p no:cacheprovider $slice || status=$?
+        python -m pytest -q -p no:cacheprovider "${nodes[@]}" || status=$?
 done
 
 ours=0
