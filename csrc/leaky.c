@@ -18,6 +18,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <assert.h>  /* checked in LEAKY_DEBUG=1 and LEAKY_SANITIZE=1 builds (setup.py) */
 #include <math.h>
 #include <errno.h>
 #include <stddef.h>
@@ -1162,6 +1163,7 @@ static void
 plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop, const LoopContext *ctx)
 {
     const int inner = plan->ndim - 1;
+    assert(plan->ndim >= 1 && plan->ndim <= PyBUF_MAX_NDIM && nops <= MAX_OPERANDS);
     Py_ssize_t steps[MAX_OPERANDS];
     char *ptrs[MAX_OPERANDS];
     Py_ssize_t index[PyBUF_MAX_NDIM] = {0};
@@ -1322,7 +1324,9 @@ part_start(const ParallelJob *job, int part)
 static void
 run_part(const ParallelJob *job, int part)
 {
+    assert(part >= 0 && part < job->nparts);
     Py_ssize_t lo = part_start(job, part), hi = part_start(job, part + 1);
+    assert(lo >= 0 && hi <= job->plan->shape[0]);
     if (hi <= lo) {
         return;
     }
@@ -1538,6 +1542,7 @@ pool_new(int nthreads)
 static void
 pool_run(ThreadPool *pool, const ParallelJob *job, int helpers)
 {
+    assert(ATOMIC_LOAD(&pool->busy) == 1 && job->nparts >= 1);
     long long generation = ATOMIC_LOAD(&pool->generation) + 1;
     pool->job = *job;
     ATOMIC_STORE(&pool->helpers, (long long)helpers);
@@ -1631,6 +1636,7 @@ detach_from_output(Operand *input, const Operand *output, int *failed)
         count *= input->shape[d];
     }
     const Py_ssize_t itemsize = input->view.itemsize;
+    assert(count > 0 && itemsize > 0 && count <= PY_SSIZE_T_MAX / itemsize);
     char *copy = PyMem_Malloc((size_t)(count * itemsize));
     if (copy == NULL) {
         *failed = 1;
@@ -1762,16 +1768,24 @@ static PyType_Spec result_buffer_spec = {
  * elements on, work is split across the pool.  Outputs of stream_bytes and
  * more go past the last-level cache anyway, so they are streamed.  The
  * private _tune() reads and sets them, so tests cover both sides of each
- * and the benchmark can try others; set them only while no call runs.
+ * and the benchmark can try others.  A call reads each once, so a _tune()
+ * racing with calls in other threads changes the choice of later calls only.
  */
 #define LEAKY_GIL_THRESHOLD 16384
 #define LEAKY_PARALLEL_THRESHOLD 32768
 #define LEAKY_STREAM_BYTES ((Py_ssize_t)16 << 20)
 
+/*
+ * long long, read and written only through ATOMIC_LOAD/ATOMIC_STORE: the
+ * module runs without the GIL on free-threaded builds, so a _tune() in one
+ * thread may meet a call reading the thresholds in another.  Each value is
+ * atomic on its own (no torn reads, no data race); a _tune() that sets
+ * several is not one transaction, which no caller needs.
+ */
 typedef struct {
-    Py_ssize_t gil_threshold;
-    Py_ssize_t parallel_threshold;
-    Py_ssize_t stream_bytes;
+    long long gil_threshold;
+    long long parallel_threshold;
+    long long stream_bytes;
 } Tuning;
 
 /* PyArray_New's signature, as NumPy's C-API table exports it. */
@@ -1785,8 +1799,18 @@ typedef struct {
     Tuning tuning;
     PyTypeObject *result_buffer_type;
     PyObject *new_result;      /* leaky._containers.new_result */
+    /*
+     * NumPy's C API, published once: numpy_api is NUMPY_API_UNTRIED until
+     * one thread wins the compare-and-swap to NUMPY_API_LOADING; that thread
+     * alone fills the three fields below and then stores READY or UNUSABLE
+     * with release order.  A reader that loads READY (acquire) sees the
+     * fields complete; anyone else takes the Python route for that call.
+     * No lock, so no thread ever waits on another's import of NumPy (which
+     * would risk a deadlock with the import lock), and the number fast path
+     * never touches any of it.
+     */
+    long long numpy_api;
     PyObject *numpy_core;      /* NumPy's _multiarray_umath, once an ndarray was seen */
-    int numpy_api_tried;       /* looked it up once already, usable or not */
     PyTypeObject *ndarray_type;
     NewArrayFunc numpy_new_array;  /* PyArray_New from NumPy's C-API table */
     PyObject *default_alpha;   /* the float 0.01 */
@@ -1799,6 +1823,8 @@ typedef struct {
     PyObject *str_threads;
     PyObject *str_grad_output;
 } LeakyState;
+
+enum { NUMPY_API_UNTRIED, NUMPY_API_LOADING, NUMPY_API_READY, NUMPY_API_UNUSABLE };
 
 static inline LeakyState *
 get_state(PyObject *module)
@@ -2427,15 +2453,20 @@ new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_kind, const
                    Operand *out_op)
 {
     PyTypeObject *type = Py_TYPE(source);
-    if (st->ndarray_type == NULL) {
-        if (st->numpy_api_tried || strcmp(type->tp_name, "numpy.ndarray") != 0) {
+    long long api = ATOMIC_LOAD(&st->numpy_api);
+    if (api != NUMPY_API_READY) {
+        /* one look per module, by one thread: a failed one is not retried */
+        if (api != NUMPY_API_UNTRIED || strcmp(type->tp_name, "numpy.ndarray") != 0 ||
+            !ATOMIC_CAS(&st->numpy_api, NUMPY_API_UNTRIED, NUMPY_API_LOADING)) {
             return NULL;
         }
-        st->numpy_api_tried = 1;  /* one look per module: a failed one is not retried */
-        if (!load_numpy_api(st)) {
+        int usable = load_numpy_api(st);
+        ATOMIC_STORE(&st->numpy_api, usable ? NUMPY_API_READY : NUMPY_API_UNUSABLE);
+        if (!usable) {
             return NULL;
         }
     }
+    assert(ATOMIC_LOAD(&st->numpy_api) == NUMPY_API_READY && st->numpy_new_array != NULL);
     if (type != st->ndarray_type) {
         return NULL;
     }
@@ -2537,12 +2568,12 @@ run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
     if (total == 0) {
         return;
     }
-    if (total < st->tuning.gil_threshold) {
+    if (total < ATOMIC_LOAD(&st->tuning.gil_threshold)) {
         plan_run(&plan, nops, job.base, loop, ctx);
         return;
     }
     if (threads == 0) {
-        threads = total >= st->tuning.parallel_threshold ? st->max_threads : 1;
+        threads = total >= ATOMIC_LOAD(&st->tuning.parallel_threshold) ? st->max_threads : 1;
     }
     if (threads > st->max_threads) {
         threads = st->max_threads;
@@ -2606,7 +2637,8 @@ static int
 should_stream(const LeakyState *st, PyObject *out_obj, const Operand *out,
               Py_ssize_t overlapping_inputs)
 {
-    return out_obj != NULL && overlapping_inputs == 0 && out->view.len >= st->tuning.stream_bytes;
+    return out_obj != NULL && overlapping_inputs == 0 &&
+           out->view.len >= ATOMIC_LOAD(&st->tuning.stream_bytes);
 }
 
 static PyObject *
@@ -2919,15 +2951,17 @@ leaky_tune(PyObject *module, PyObject *args, PyObject *kwargs)
                                      &values[1], &values[2])) {
         return NULL;
     }
-    Py_ssize_t *fields[3] = {&tuning->gil_threshold, &tuning->parallel_threshold,
-                             &tuning->stream_bytes};
+    long long *fields[3] = {&tuning->gil_threshold, &tuning->parallel_threshold,
+                            &tuning->stream_bytes};
     for (int i = 0; i < 3; i++) {
         if (values[i] >= 0) {
-            *fields[i] = values[i];
+            ATOMIC_STORE(fields[i], (long long)values[i]);
         }
     }
-    return Py_BuildValue("{snsnsn}", keywords[0], tuning->gil_threshold, keywords[1],
-                         tuning->parallel_threshold, keywords[2], tuning->stream_bytes);
+    /* each value went in as a Py_ssize_t, so it comes back out as one */
+    return Py_BuildValue("{snsnsn}", keywords[0], (Py_ssize_t)ATOMIC_LOAD(fields[0]),
+                         keywords[1], (Py_ssize_t)ATOMIC_LOAD(fields[1]), keywords[2],
+                         (Py_ssize_t)ATOMIC_LOAD(fields[2]));
 }
 
 /* _worker_parts(): parts each worker of this process's pool has run, () before
@@ -3085,7 +3119,13 @@ leaky_exec(PyObject *module)
     st->tuning.gil_threshold = LEAKY_GIL_THRESHOLD;
     st->tuning.parallel_threshold = LEAKY_PARALLEL_THRESHOLD;
     st->tuning.stream_bytes = LEAKY_STREAM_BYTES;
-    if (PyModule_AddIntConstant(module, "PYBUF_MAX_NDIM", PyBUF_MAX_NDIM) < 0 ||
+#ifdef NDEBUG
+    const int assertions = 0;
+#else
+    const int assertions = 1;  /* lets the hardening scripts check what they built */
+#endif
+    if (PyModule_AddIntConstant(module, "_assertions", assertions) < 0 ||
+        PyModule_AddIntConstant(module, "PYBUF_MAX_NDIM", PyBUF_MAX_NDIM) < 0 ||
         PyModule_AddIntConstant(module, "_max_threads", st->max_threads) < 0) {
         return -1;
     }
@@ -3111,6 +3151,7 @@ leaky_clear(PyObject *module)
     Py_CLEAR(st->numpy_core);
     st->ndarray_type = NULL;
     st->numpy_new_array = NULL;
+    st->numpy_api = NUMPY_API_UNUSABLE;  /* torn down: never looked up again */
     Py_CLEAR(st->default_alpha);
     Py_CLEAR(st->one_float);
     Py_CLEAR(st->zero);

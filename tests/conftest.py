@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,15 @@ from hypothesis import settings
 
 settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=100, deadline=None)
-settings.load_profile("ci")
+# for runs under valgrind, where every example costs ~50x
+settings.register_profile("quick", max_examples=15, deadline=None, derandomize=True)
+# open-ended fuzzing on demand: LEAKY_HYPOTHESIS_PROFILE=fuzz (see .ci/fuzz.sh)
+settings.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("LEAKY_FUZZ_EXAMPLES", "20000")),
+    deadline=None,
+)
+settings.load_profile(os.environ.get("LEAKY_HYPOTHESIS_PROFILE", "ci"))
 
 # Every element format leaky accepts, as NumPy dtype characters.
 FLOAT_DTYPES = ["e", "f", "d"]

@@ -11,6 +11,7 @@ PYBUF_MAX_NDIM: Final[int]
 _kernels: Final[str]
 _supported_kernels: Final[tuple[str, ...]]
 _max_threads: Final[int]
+_assertions: Final[int]  # 1 in LEAKY_DEBUG=1 and LEAKY_SANITIZE=1 builds
 
 def _tune(
     gil_threshold: int = -1, parallel_threshold: int = -1, stream_bytes: int = -1

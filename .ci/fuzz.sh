@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Fuzzing against the sanitized build (LEAKY_SANITIZE=1): any crash, sanitizer
+# report, oracle mismatch or unexpected exception fails.
+#
+#   bash .ci/fuzz.sh            # bounded, as CI runs it (a few minutes on 2 cores)
+#   bash .ci/fuzz.sh --forever  # open-ended: until stopped or a finding
+#
+# 1. hypothesis (tests/test_fuzz_arrays.py): arbitrary NumPy layouts over one
+#    byte buffer (every dtype, 0-d to 5-d, zero/negative/odd strides,
+#    unaligned, overlapping out) against the pure-Python oracle.
+# 2. atheris (tests/fuzz/fuzz_entry_points.py): coverage-guided, hostile
+#    exporters (memoryview.cast, ctypes, odd format strings), slopes, outs.
+# Knobs: LEAKY_FUZZ_EXAMPLES (hypothesis examples per test, default 2000),
+# LEAKY_FUZZ_RUNS (atheris executions, default 200000), LEAKY_FUZZ_SECONDS
+# (atheris time cap, default 240).  Findings land in .fuzz/ (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+forever=0
+if [ "${1:-}" = --forever ]; then
+    forever=1
+fi
+
+venv=.venv-sanitize
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+# shellcheck disable=SC1091
+source "$venv/bin/activate"
+python -m pip install --quiet --upgrade pip
+python -m pip install --quiet ".[test]" atheris
+LEAKY_SANITIZE=1 python -m pip install --quiet --no-deps --force-reinstall --no-cache-dir .
+
+reports=$(mktemp -d)
+trap 'rm -rf "$reports"' EXIT
+export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+export PYTHONMALLOC=malloc
+export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$reports/asan"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan"
+python -c "import leaky._leaky as e; assert e._assertions == 1, 'not the sanitized build'"
+
+status=0
+if [ "$forever" = 1 ]; then
+    examples=${LEAKY_FUZZ_EXAMPLES:-1000000}
+else
+    examples=${LEAKY_FUZZ_EXAMPLES:-2000}
+fi
+echo "== hypothesis: $examples examples per test (tests/test_fuzz_arrays.py)"
+LEAKY_HYPOTHESIS_PROFILE=fuzz LEAKY_FUZZ_EXAMPLES=$examples \
+    python -m pytest -q -p no:cacheprovider tests/test_fuzz_arrays.py || status=$?
+
+mkdir -p .fuzz/corpus .fuzz/findings
+if [ "$forever" = 1 ]; then
+    limits=(-max_total_time=0)
+else
+    limits=("-runs=${LEAKY_FUZZ_RUNS:-200000}" "-max_total_time=${LEAKY_FUZZ_SECONDS:-240}")
+fi
+echo "== atheris: ${limits[*]} (tests/fuzz/fuzz_entry_points.py)"
+python tests/fuzz/fuzz_entry_points.py -max_len=4096 -print_final_stats=1 \
+    -artifact_prefix=.fuzz/findings/ "${limits[@]}" .fuzz/corpus 2>&1 |
+    grep -v '^INFO: Instrumenting' || status=$?
+
+if compgen -G "$reports/*" > /dev/null; then
+    echo "fuzz: sanitizer reports:" >&2
+    cat "$reports"/* >&2
+    status=1
+fi
+if [ "$status" -ne 0 ]; then
+    echo "fuzz: FAILED (inputs that fail are in .fuzz/findings/)" >&2
+else
+    echo "fuzz: clean"
+fi
+exit "$status"
