@@ -1905,6 +1905,18 @@ parse_arguments(const Signature *sig, PyObject *const *names, PyObject *const *a
     return 0;
 }
 
+/* A float, an int, or anything else with __float__ or __index__ (Fraction,
+   Decimal, NumPy scalars): what alpha and a number grad_output may be. */
+static int
+is_real_number(PyObject *obj)
+{
+    if (PyFloat_Check(obj) || PyLong_Check(obj)) {
+        return 1;
+    }
+    PyNumberMethods *nb = Py_TYPE(obj)->tp_as_number;
+    return nb != NULL && (nb->nb_float != NULL || nb->nb_index != NULL);
+}
+
 /* alpha as a C double; accepts float, int and anything with __float__ or __index__. */
 static int
 parse_alpha(const char *fname, PyObject *obj, double *alpha)
@@ -1917,9 +1929,7 @@ parse_alpha(const char *fname, PyObject *obj, double *alpha)
         *alpha = PyFloat_AS_DOUBLE(obj);
         return 0;
     }
-    PyNumberMethods *nb = Py_TYPE(obj)->tp_as_number;
-    if (!PyFloat_Check(obj) && !PyLong_Check(obj) &&
-        (nb == NULL || (nb->nb_float == NULL && nb->nb_index == NULL))) {
+    if (!is_real_number(obj)) {
         PyErr_Format(PyExc_TypeError,
                      "%s() argument 'alpha' must be a real number, not %.200s",
                      fname, Py_TYPE(obj)->tp_name);
@@ -2097,6 +2107,14 @@ backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj
             positive = int_sign(z, &small, &fits) > 0;
         }
         return PyFloat_FromDouble(g * (positive ? 1.0 : alpha));
+    }
+    /* grad * 1 would hand back a str or a list unchanged: only numbers here */
+    if (!is_real_number(grad)) {
+        PyErr_Format(PyExc_TypeError,
+                     "leaky_relu_backward() argument 'grad_output' must be a real number, "
+                     "a sequence of them or a buffer, not %.200s",
+                     Py_TYPE(grad)->tp_name);
+        return NULL;
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {

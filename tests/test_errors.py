@@ -6,6 +6,7 @@ import ctypes
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -270,11 +271,11 @@ def test_bytearray_can_resize_after_errors() -> None:
     assert len(data) == 24
 
 
-@pytest.mark.xfail(
-    reason="known gap: a str grad_output with z > 0 takes the generic number path, where "
-    "'g' * 1 is 'g'; only real numbers should be accepted there",
-    raises=pytest.fail.Exception,
-)
-def test_backward_rejects_str_grad_output_with_positive_z() -> None:
+@pytest.mark.parametrize("grad", ["g", b"g", 1j, None, ["g"]])
+@pytest.mark.parametrize("z", [1.0, -1.0, 2, Fraction(1, 3)])
+def test_backward_rejects_a_grad_output_that_is_no_real_number(grad: Any, z: Any) -> None:
+    # 'g' * 1 is 'g': the generic path must not multiply whatever it is given
     with pytest.raises(TypeError):
-        leaky_relu_backward("g", 1.0)
+        leaky_relu_backward(grad, z)
+    with pytest.raises(TypeError):
+        leaky_relu_backward([grad], [z])
