@@ -134,7 +134,9 @@ def numpy_operand(fdp: Any, count: int) -> Built:
     elif layout == 2 and count >= 4:
         flat = flat[: count - count % 4].reshape(2, -1, 2).transpose(2, 0, 1)
     elif layout == 3 and count:
-        shape = (fdp.ConsumeIntInRange(0, 3), fdp.ConsumeIntInRange(0, 3))
+        # at most `count` columns: as_strided does no bounds check, and a view past the
+        # buffer's end makes the harness itself read out of bounds
+        shape = (fdp.ConsumeIntInRange(0, 3), fdp.ConsumeIntInRange(0, min(3, count)))
         flat = np.lib.stride_tricks.as_strided(flat, shape, (0, flat.strides[0]))  # zero stride
     return Built(flat, valid)
 
