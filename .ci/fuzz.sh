@@ -9,13 +9,18 @@
 #    byte buffer (every dtype, 0-d to 5-d, zero/negative/odd strides,
 #    unaligned, overlapping out) against the pure-Python oracle.
 # 2. atheris (tests/fuzz/fuzz_entry_points.py): hostile exporters
-#    (memoryview.cast, ctypes, odd format strings), slopes, outs.  Not
-#    coverage-guided here: the preloaded gcc sanitizer runtimes define the
-#    __sanitizer_cov_* hooks before atheris's libFuzzer (atheris prints a
-#    WARNING), so the corpus stays at one unit; see README, "Reliability".
+#    (memoryview.cast, ctypes, odd format strings), slopes, outs.  Under the
+#    sanitizers it is not coverage-guided: the preloaded gcc sanitizer
+#    runtimes define the __sanitizer_cov_* hooks before atheris's libFuzzer
+#    (atheris prints a WARNING), so the corpus stays at one unit.
+# 3. atheris again, coverage-guided, on the LEAKY_DEBUG=1 build (C asserts
+#    on, no preload): coverage of the harness and the leaky package steers
+#    it toward new exporter/format/shape combinations.  See README,
+#    "Reliability".
 # Knobs: LEAKY_FUZZ_EXAMPLES (hypothesis examples per test, default 2000),
 # LEAKY_FUZZ_RUNS (atheris executions, default 200000), LEAKY_FUZZ_SECONDS
-# (atheris time cap, default 240).  Findings land in .fuzz/ (git-ignored).
+# (atheris time cap under the sanitizers, default 240), LEAKY_FUZZ_GUIDED_SECONDS
+# (the guided phase's cap, default 120).  Findings land in .fuzz/ (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,6 +66,21 @@ fi
 echo "== atheris: ${limits[*]} (tests/fuzz/fuzz_entry_points.py)"
 python tests/fuzz/fuzz_entry_points.py -max_len=4096 -print_final_stats=1 \
     -artifact_prefix=.fuzz/findings/ "${limits[@]}" .fuzz/corpus 2>&1 |
+    grep -v '^INFO: Instrumenting' || status=$?
+
+# The guided phase: same harness, the asserts-on build, no sanitizer preload.
+unset LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
+LEAKY_DEBUG=1 python -m pip install --quiet --no-deps --force-reinstall --no-cache-dir .
+python -c "import leaky._leaky as e; assert e._assertions == 1, 'not the asserts-on build'"
+mkdir -p .fuzz/corpus-guided
+if [ "$forever" = 1 ]; then
+    guided=(-max_total_time=0)
+else
+    guided=("-runs=${LEAKY_FUZZ_RUNS:-200000}" "-max_total_time=${LEAKY_FUZZ_GUIDED_SECONDS:-120}")
+fi
+echo "== atheris, coverage-guided: ${guided[*]} (LEAKY_DEBUG=1 build)"
+python tests/fuzz/fuzz_entry_points.py -max_len=4096 -print_final_stats=1 \
+    -artifact_prefix=.fuzz/findings/ "${guided[@]}" .fuzz/corpus-guided 2>&1 |
     grep -v '^INFO: Instrumenting' || status=$?
 
 if compgen -G "$reports/*" > /dev/null; then
