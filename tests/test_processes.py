@@ -28,6 +28,12 @@ NAMES = ["leaky_relu", "leaky_relu_grad", "leaky_relu_backward"]
 # fork is POSIX-only; spawn everywhere
 START_METHODS = [m for m in ("spawn", "fork") if m in multiprocessing.get_all_start_methods()]
 
+# Python 3.12+ warns when a process with threads forks; leaky's pool threads
+# are exactly what these tests fork on purpose (a child makes its own pool).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
+)
+
 
 def global_name(payload: bytes) -> tuple[str, str]:
     """The (module, name) a pickle of one global refers to, read from its opcodes."""
