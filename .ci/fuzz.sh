@@ -41,7 +41,8 @@ LEAKY_SANITIZE=1 python -m pip install --quiet --no-deps --force-reinstall --no-
 
 reports=$(mktemp -d)
 trap 'rm -rf "$reports"' EXIT
-export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)"
+export LD_PRELOAD
 export PYTHONMALLOC=malloc
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:log_path=$reports/asan"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan"
@@ -57,31 +58,30 @@ echo "== hypothesis: $examples examples per test (tests/test_fuzz_arrays.py)"
 LEAKY_HYPOTHESIS_PROFILE=fuzz LEAKY_FUZZ_EXAMPLES=$examples \
     python -m pytest -q -p no:cacheprovider tests/test_fuzz_arrays.py || status=$?
 
-mkdir -p .fuzz/corpus .fuzz/findings
-if [ "$forever" = 1 ]; then
-    limits=(-max_total_time=0)
-else
-    limits=("-runs=${LEAKY_FUZZ_RUNS:-200000}" "-max_total_time=${LEAKY_FUZZ_SECONDS:-240}")
-fi
-echo "== atheris: ${limits[*]} (tests/fuzz/fuzz_entry_points.py)"
-python tests/fuzz/fuzz_entry_points.py -max_len=4096 -print_final_stats=1 \
-    -artifact_prefix=.fuzz/findings/ "${limits[@]}" .fuzz/corpus 2>&1 |
-    grep -v '^INFO: Instrumenting' || status=$?
+# run_atheris CORPUS SECONDS: the harness, bounded by LEAKY_FUZZ_RUNS and
+# SECONDS, or open-ended with --forever; findings land in .fuzz/findings/.
+run_atheris() {
+    local corpus=$1 seconds=$2 limits
+    if [ "$forever" = 1 ]; then
+        limits=(-max_total_time=0)
+    else
+        limits=("-runs=${LEAKY_FUZZ_RUNS:-200000}" "-max_total_time=$seconds")
+    fi
+    mkdir -p "$corpus" .fuzz/findings
+    echo "== atheris: ${limits[*]} (tests/fuzz/fuzz_entry_points.py, corpus $corpus)"
+    python tests/fuzz/fuzz_entry_points.py -max_len=4096 -print_final_stats=1 \
+        -artifact_prefix=.fuzz/findings/ "${limits[@]}" "$corpus" 2>&1 |
+        grep -v '^INFO: Instrumenting'
+}
+
+run_atheris .fuzz/corpus "${LEAKY_FUZZ_SECONDS:-240}" || status=$?
 
 # The guided phase: same harness, the asserts-on build, no sanitizer preload.
 unset LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
 LEAKY_DEBUG=1 python -m pip install --quiet --no-deps --force-reinstall --no-cache-dir .
 python -c "import leaky._leaky as e; assert e._assertions == 1, 'not the asserts-on build'"
-mkdir -p .fuzz/corpus-guided
-if [ "$forever" = 1 ]; then
-    guided=(-max_total_time=0)
-else
-    guided=("-runs=${LEAKY_FUZZ_RUNS:-200000}" "-max_total_time=${LEAKY_FUZZ_GUIDED_SECONDS:-120}")
-fi
-echo "== atheris, coverage-guided: ${guided[*]} (LEAKY_DEBUG=1 build)"
-python tests/fuzz/fuzz_entry_points.py -max_len=4096 -print_final_stats=1 \
-    -artifact_prefix=.fuzz/findings/ "${guided[@]}" .fuzz/corpus-guided 2>&1 |
-    grep -v '^INFO: Instrumenting' || status=$?
+echo "(coverage-guided: the LEAKY_DEBUG=1 build)"
+run_atheris .fuzz/corpus-guided "${LEAKY_FUZZ_GUIDED_SECONDS:-120}" || status=$?
 
 if compgen -G "$reports/*" > /dev/null; then
     echo "fuzz: sanitizer reports:" >&2
