@@ -2065,15 +2065,20 @@ float_gradient(LeakyState *st, int positive, PyObject *alpha_obj, double alpha)
     return PyFloat_CheckExact(alpha_obj) ? Py_NewRef(alpha_obj) : PyFloat_FromDouble(alpha);
 }
 
+/* z > 0 for an exact float, int or bool (is_exact_number). */
+static inline int
+exact_number_is_positive(PyObject *z)
+{
+    long small;
+    int fits;
+    return PyFloat_CheckExact(z) ? PyFloat_AS_DOUBLE(z) > 0 : int_sign(z, &small, &fits) > 0;
+}
+
 /* leaky_relu_grad of an exact float, int or bool (is_exact_number). */
 static inline PyObject *
 grad_exact_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
 {
-    long small;
-    int fits;
-    int positive = PyFloat_CheckExact(z) ? PyFloat_AS_DOUBLE(z) > 0
-                                         : int_sign(z, &small, &fits) > 0;
-    return float_gradient(st, positive, alpha_obj, alpha);
+    return float_gradient(st, exact_number_is_positive(z), alpha_obj, alpha);
 }
 
 static PyObject *
@@ -2097,16 +2102,7 @@ backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj
         if (exact_number_as_double(grad, &g) < 0) {
             return NULL;
         }
-        int positive;
-        if (PyFloat_CheckExact(z)) {
-            positive = PyFloat_AS_DOUBLE(z) > 0;
-        }
-        else {
-            long small;
-            int fits;
-            positive = int_sign(z, &small, &fits) > 0;
-        }
-        return PyFloat_FromDouble(g * (positive ? 1.0 : alpha));
+        return PyFloat_FromDouble(g * (exact_number_is_positive(z) ? 1.0 : alpha));
     }
     /* grad * 1 would hand back a str or a list unchanged: only numbers here */
     if (!is_real_number(grad)) {
