@@ -51,7 +51,7 @@ generated = {"PKG-INFO", "setup.cfg"}
 egg_info = {name for name in names if name.startswith("src/leaky.egg-info/")}
 missing = sorted(expected - names)
 stray = sorted(names - expected - generated - egg_info)
-needed = ["csrc/leaky.c", "src/leaky/_leaky.pyi", "src/leaky/py.typed", "tests/conftest.py",
+needed = ["csrc/leaky.c", "csrc/leaky.h", "src/leaky/_leaky.pyi", "src/leaky/py.typed", "tests/conftest.py",
           "tests/data/float16_pytorch.npz", "LICENSE", "README.md"]
 assert not missing, f"missing from the sdist: {missing}"
 assert not stray, f"stray files in the sdist: {stray}"

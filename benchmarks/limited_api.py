@@ -1,7 +1,7 @@
 """What abi3 would cost: leaky built twice, as is and with the limited API's functions.
 
-leaky.c does not compile with Py_LIMITED_API (this script counts the errors),
-so the cost is measured on a stand-in: the same file with each non-limited
+csrc/ does not compile with Py_LIMITED_API (this script counts the errors),
+so the cost is measured on a stand-in: the same files with each non-limited
 macro it calls on its hot paths replaced by the limited API's function
 (PyFloat_AS_DOUBLE -> PyFloat_AsDouble, PyTuple_GET_ITEM -> PyTuple_GetItem,
 ...).  Both builds are timed in fresh processes, round by round, and the
@@ -24,7 +24,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "csrc" / "leaky.c"
+CSRC = ROOT / "csrc"
+SOURCES = sorted(CSRC.glob("*.c"))
 
 SHIM = """#define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -38,7 +39,6 @@ SHIM = """#define PY_SSIZE_T_CLEAN
 #define PyList_SET_ITEM(o, i, v) PyList_SetItem((o), (i), (v))
 #undef PyTuple_SET_ITEM
 #define PyTuple_SET_ITEM(o, i, v) PyTuple_SetItem((o), (i), (v))
-#include "leaky.c"
 """
 
 CASES = {
@@ -69,23 +69,29 @@ print(json.dumps(result))
 def compile_errors(include: str, limited: str) -> tuple[int, int]:
     flags = ["-fsyntax-only", "-std=c11", f"-DPy_LIMITED_API={limited}", f"-I{include}"]
     done = subprocess.run(
-        ["gcc", *flags, str(SOURCE)],
+        ["gcc", *flags, *map(str, SOURCES)],
         capture_output=True,
         text=True,
     )
-    errors = len(re.findall(r"\berror:", done.stderr))
-    implicit = len(re.findall(r"implicit declaration of function", done.stderr))
+    # leaky.h is compiled once per source file: count each diagnostic once
+    diagnostics = set(re.findall(r"^\S+:\d+:\d+: (?:error|warning): .*$", done.stderr, re.M))
+    errors = sum(": error: " in line for line in diagnostics)
+    # and each undeclared function once, however many files call it
+    implicit = len(set(re.findall(r"implicit declaration of function .(\w+).", done.stderr)))
     return errors, implicit
 
 
-def build(folder: Path, source: Path, include: str, suffix: str) -> None:
+def build(folder: Path, shim: Path | None, include: str, suffix: str) -> None:
+    """Builds the extension into folder/leaky; with shim, every source includes it first."""
     package = folder / "leaky"
     package.mkdir(parents=True)
     for file in (ROOT / "src" / "leaky").glob("*.py"):
         shutil.copy(file, package)
-    flags = ["-shared", "-fPIC", "-O3", "-std=c11", f"-I{include}", f"-I{SOURCE.parent}"]
+    flags = ["-shared", "-fPIC", "-O3", "-flto", "-std=c11", f"-I{include}", f"-I{CSRC}"]
+    if shim is not None:
+        flags += ["-include", str(shim)]
     subprocess.run(
-        ["gcc", *flags, str(source), "-o", str(package / f"_leaky{suffix}"), "-lpthread"],
+        ["gcc", *flags, *map(str, SOURCES), "-o", str(package / f"_leaky{suffix}"), "-lpthread"],
         check=True,
     )
 
@@ -101,9 +107,9 @@ def main() -> None:
         print(f"Py_LIMITED_API={limited}: {errors} errors, {implicit} implicit declarations")
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
-        shim = work / "shim.c"
+        shim = work / "shim.h"
         shim.write_text(SHIM)
-        build(work / "full", SOURCE, include, suffix)
+        build(work / "full", None, include, suffix)
         build(work / "limited", shim, include, suffix)
         times: dict[str, dict[str, list[float]]] = {
             b: {k: [] for k in CASES} for b in ("full", "limited")

@@ -1,0 +1,64 @@
+/*
+ * cpu_dispatch.c: which kernel tables this CPU can run.  leaky.c asks once,
+ * at import, and keeps the best (or the one LEAKY_KERNELS names) in the
+ * module state.
+ */
+#include "leaky.h"
+
+#ifdef LEAKY_X86_64
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#else
+#include <cpuid.h>
+#endif
+
+/* CPUID leaf 7 feature bits, plus the OS's promise (XCR0) to save the registers. */
+static void
+cpu_features(int *has_avx2, int *has_avx512)
+{
+    unsigned int a, b, c, d;
+    *has_avx2 = *has_avx512 = 0;
+#if defined(_MSC_VER) && !defined(__clang__)
+    int regs[4];
+    __cpuid(regs, 0);
+    if (regs[0] < 7) return;
+    __cpuid(regs, 1);
+    c = (unsigned int)regs[2];
+    if (!(c & (1u << 27)) || !(c & (1u << 29))) return;  /* OSXSAVE, F16C */
+    unsigned long long xcr0 = _xgetbv(0);
+    __cpuidex(regs, 7, 0);
+    b = (unsigned int)regs[1];
+#else
+    if (__get_cpuid_max(0, NULL) < 7) return;
+    __cpuid(1, a, b, c, d);
+    if (!(c & (1u << 27)) || !(c & (1u << 29))) return;  /* OSXSAVE, F16C */
+    unsigned int xlo, xhi;
+    __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    unsigned long long xcr0 = ((unsigned long long)xhi << 32) | xlo;
+    __cpuid_count(7, 0, a, b, c, d);
+#endif
+    int ymm_saved = (xcr0 & 0x6) == 0x6;
+    int zmm_saved = (xcr0 & 0xe6) == 0xe6;
+    *has_avx2 = ymm_saved && (b & (1u << 5));
+    const unsigned int avx512_fdq_bw_vl = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31);
+    *has_avx512 = *has_avx2 && zmm_saved && (b & avx512_fdq_bw_vl) == avx512_fdq_bw_vl;
+}
+#endif /* LEAKY_X86_64 */
+
+/* Every kernel path this CPU can run, best first; returns the count. */
+int
+supported_kernels(const KernelTable **tables)
+{
+    int count = 0;
+#ifdef LEAKY_X86_64
+    int has_avx2, has_avx512;
+    cpu_features(&has_avx2, &has_avx512);
+    if (has_avx512) tables[count++] = &AVX512_KERNELS;
+    if (has_avx2) tables[count++] = &AVX2_KERNELS;
+#endif
+#ifdef LEAKY_NEON
+    tables[count++] = &NEON_KERNELS;
+#endif
+    tables[count++] = &PORTABLE_KERNELS;
+    return count;
+}

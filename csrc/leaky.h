@@ -1,0 +1,581 @@
+/*
+ * leaky.h: what the files of leaky._leaky share.  Private: no Python code
+ * or other project sees it.  docs/architecture.md says which file owns what
+ * and how a call flows through them.
+ *
+ * Sections, in the order a call meets them:
+ *   atomics         a tiny shim over GCC/clang builtins and MSVC intrinsics
+ *   element kinds   the formats leaky computes on, and their result formats
+ *   float16         bit-exact half <-> single conversion (inline: hot loops)
+ *   inner loops     LoopContext, InnerLoop and the per-CPU KernelTable
+ *   the driver      Operand, LoopPlan and the parallel job the pool runs
+ *   module state    LeakyState, thresholds and the thread pool's handle
+ *   numbers         the exact-number tests the scalar fast path inlines
+ *   entry points    what each file offers the others
+ */
+#ifndef LEAKY_H
+#define LEAKY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <assert.h>  /* checked in LEAKY_DEBUG=1 and LEAKY_SANITIZE=1 builds (setup.py) */
+#include <math.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Functions shared between leaky's files are not exported from the shared
+   object: hidden, they are called directly, not through the PLT. */
+#if defined(__GNUC__) && !defined(_WIN32)
+#pragma GCC visibility push(hidden)
+#endif
+
+#define LEAKY_DEFAULT_ALPHA 0.01
+#define MAX_OPERANDS 3
+#define LEAKY_MAX_THREADS 64
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define LEAKY_X86_64 1
+#endif
+#if defined(__aarch64__) && !defined(_MSC_VER)
+#define LEAKY_NEON 1
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Atomics                                                            */
+/* ------------------------------------------------------------------ */
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#define ATOMIC_LOAD(p) _InterlockedOr64((volatile long long *)(p), 0)
+#define ATOMIC_STORE(p, v) _InterlockedExchange64((volatile long long *)(p), (v))
+#define ATOMIC_ADD(p, v) _InterlockedExchangeAdd64((volatile long long *)(p), (v))
+#define ATOMIC_CAS(p, expected, desired) \
+    (_InterlockedCompareExchange64((volatile long long *)(p), (desired), (expected)) == (expected))
+#define ATOMIC_LOAD_PTR(p) _InterlockedCompareExchangePointer((void *volatile *)(p), NULL, NULL)
+#define ATOMIC_CAS_PTR(p, expected, desired) \
+    (_InterlockedCompareExchangePointer((void *volatile *)(p), (desired), (expected)) == (expected))
+#else
+#define ATOMIC_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define ATOMIC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define ATOMIC_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_ACQ_REL)
+#define ATOMIC_CAS(p, expected, desired)                                          \
+    __extension__({ long long expected_ = (expected);                             \
+        __atomic_compare_exchange_n((p), &expected_, (desired), 0, __ATOMIC_ACQ_REL, \
+                                    __ATOMIC_ACQUIRE); })
+#define ATOMIC_LOAD_PTR(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define ATOMIC_CAS_PTR(p, expected, desired)                                      \
+    __extension__({ void *expected_ = (expected);                                 \
+        __atomic_compare_exchange_n((void **)(p), &expected_, (desired), 0, __ATOMIC_ACQ_REL, \
+                                    __ATOMIC_ACQUIRE); })
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Element kinds and buffer formats (formats.c parses them)           */
+/* ------------------------------------------------------------------ */
+
+typedef enum {
+    KIND_F16,
+    KIND_F32,
+    KIND_F64,
+    KIND_BOOL,
+    KIND_I8,
+    KIND_I16,
+    KIND_I32,
+    KIND_I64,
+    KIND_U8,
+    KIND_U16,
+    KIND_U32,
+    KIND_U64,
+    KIND_COUNT
+} ElemKind;
+
+/* Floating kinds keep their format; integers and bool compute in float64. */
+static inline ElemKind
+result_kind_of(ElemKind kind)
+{
+    return (kind == KIND_F16 || kind == KIND_F32) ? kind : KIND_F64;
+}
+
+static inline const char *
+format_of_result(ElemKind kind)
+{
+    switch (kind) {
+    case KIND_F16: return "e";
+    case KIND_F32: return "f";
+    default: return "d";
+    }
+}
+
+static inline Py_ssize_t
+itemsize_of_result(ElemKind kind)
+{
+    switch (kind) {
+    case KIND_F16: return 2;
+    case KIND_F32: return 4;
+    default: return 8;
+    }
+}
+
+static inline const char *
+name_of_result(ElemKind kind)
+{
+    switch (kind) {
+    case KIND_F16: return "float16";
+    case KIND_F32: return "float32";
+    default: return "float64";
+    }
+}
+
+typedef enum { FORMAT_OK, FORMAT_UNSUPPORTED, FORMAT_FOREIGN_BYTE_ORDER } FormatStatus;
+
+FormatStatus parse_format(const char *format, Py_ssize_t itemsize, ElemKind *kind);
+
+/* ------------------------------------------------------------------ */
+/* float16                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Half precision is computed in float32 and rounded once, which is what
+ * PyTorch's CPU kernels do.  These conversions are exact bit manipulations
+ * (round-to-nearest-even on the way down) and keep NaN payloads the way the
+ * hardware conversions (F16C, NEON) do, so that every kernel path gives the
+ * same bits.
+ */
+static inline float
+f32_from_bits(uint32_t bits)
+{
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint32_t
+bits_from_f32(float f)
+{
+    uint32_t bits;
+    memcpy(&bits, &f, sizeof bits);
+    return bits;
+}
+
+static inline float
+half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exponent = (h >> 10) & 0x1fu;
+    uint32_t mantissa = h & 0x3ffu;
+    if (exponent == 0x1f) {  /* inf or NaN: payload moves up unchanged */
+        return f32_from_bits(sign | 0x7f800000u | (mantissa << 13));
+    }
+    if (exponent != 0) {
+        return f32_from_bits(sign | ((exponent + (127 - 15)) << 23) | (mantissa << 13));
+    }
+    /* zero or subnormal: mantissa * 2^-24 is exact in float32 */
+    float magnitude = (float)mantissa * 0x1p-24f;
+    return sign ? -magnitude : magnitude;
+}
+
+static inline uint16_t
+float_to_half(float f)
+{
+    uint32_t bits = bits_from_f32(f);
+    uint16_t sign = (uint16_t)((bits >> 16) & 0x8000u);
+    uint32_t magnitude = bits & 0x7fffffffu;
+    if (magnitude >= 0x7f800000u) {
+        if (magnitude == 0x7f800000u) {
+            return sign | 0x7c00u;
+        }
+        /* NaN: quiet it and keep the top of the payload */
+        return (uint16_t)(sign | 0x7e00u | ((magnitude >> 13) & 0x3ffu));
+    }
+    if (magnitude >= 0x477ff000u) {  /* >= 65520 rounds to infinity */
+        return sign | 0x7c00u;
+    }
+    if (magnitude < 0x38800000u) {  /* below 2^-14: half subnormal or zero */
+        /* Adding 0.5 puts the value's 2^-24 units in the low mantissa bits,
+           and the FPU's own round-to-nearest-even does the rounding. */
+        float shifted = f32_from_bits(magnitude) + 0.5f;
+        return (uint16_t)(sign | (uint16_t)(bits_from_f32(shifted) - 0x3f000000u));
+    }
+    /* normal: rebias the exponent and round the 13 dropped bits to even */
+    uint32_t odd = (magnitude >> 13) & 1u;
+    magnitude += ((uint32_t)(15 - 127) << 23) + 0xfffu + odd;
+    return (uint16_t)(sign | (uint16_t)(magnitude >> 13));
+}
+
+/* z > 0 read straight off the bits: 0x0001..0x7c00 are the positive halves. */
+static inline int
+half_is_positive(uint16_t h)
+{
+    return (uint16_t)(h - 1u) < 0x7c00u;
+}
+
+/* ------------------------------------------------------------------ */
+/* Inner loops and kernel tables                                      */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    double alpha;
+    float alpha32;     /* float32(alpha): the slope of float32 and float16 */
+    uint16_t alpha16;  /* float16(float32(alpha)): the float16 gradient */
+    ElemKind grad_kind;  /* backward's generic loop: kinds of its inputs */
+    ElemKind z_kind;
+    Py_ssize_t itemsize;  /* copy loop */
+    int streaming;        /* SIMD loops may write with non-temporal stores */
+} LoopContext;
+
+/*
+ * One contiguous-in-index run of n elements: ptrs[0..k-1] are inputs and
+ * ptrs[k] the output, each advancing by its own byte step.  Loads and stores
+ * go through memcpy because buffers may be unaligned (offset byte views);
+ * compilers turn them into plain moves.
+ */
+typedef void (*InnerLoop)(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                          const LoopContext *ctx);
+
+/* The same signature, as a function type, to declare loops by name. */
+typedef void InnerLoopFunction(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                               const LoopContext *ctx);
+
+/*
+ * One wheel is built for each platform's baseline instruction set; the
+ * x86-64 AVX2 (+F16C) and AVX-512 loops are compiled through per-function
+ * target attributes and chosen at import by CPU detection.  They handle
+ * unit-stride runs and hand anything else to the portable loops, and
+ * they compute exactly what the portable loops compute (IEEE multiply and
+ * compare, one float16 rounding), so every path gives the same bits.
+ *
+ * Large outputs into a caller's out= can be written with streaming stores
+ * (ctx->streaming): they bypass the cache and save the read-for-ownership
+ * of each output line.  The caller only asks for it when the output does
+ * not overlap an input (buffers.c, should_stream).
+ */
+typedef struct {
+    const char *name;
+    InnerLoop forward[KIND_COUNT];
+    InnerLoop grad[KIND_COUNT];
+    InnerLoop backward_same[3];  /* grad_output and z of one float kind */
+} KernelTable;
+
+/* loops_portable.c: every kind, any stride; the SIMD loops fall back to them. */
+extern InnerLoopFunction forward_loop_f16, forward_loop_f32, forward_loop_f64,
+    forward_loop_bool, forward_loop_i8, forward_loop_i16, forward_loop_i32, forward_loop_i64,
+    forward_loop_u8, forward_loop_u16, forward_loop_u32, forward_loop_u64;
+extern InnerLoopFunction grad_loop_f16, grad_loop_f32, grad_loop_f64, grad_loop_bool,
+    grad_loop_i8, grad_loop_i16, grad_loop_i32, grad_loop_i64, grad_loop_u8, grad_loop_u16,
+    grad_loop_u32, grad_loop_u64;
+extern InnerLoopFunction backward_loop_f16, backward_loop_f32, backward_loop_f64,
+    backward_loop_mixed, copy_loop;
+extern const KernelTable PORTABLE_KERNELS;
+#ifdef LEAKY_X86_64
+extern const KernelTable AVX2_KERNELS, AVX512_KERNELS;  /* kernels_avx2.c, kernels_avx512.c */
+#endif
+#ifdef LEAKY_NEON
+extern const KernelTable NEON_KERNELS;  /* kernels_neon.c */
+#endif
+
+/* cpu_dispatch.c: every kernel path this CPU can run, best first; returns the count. */
+int supported_kernels(const KernelTable **tables);
+
+/* The SIMD templates' element-wise bodies, over each ISA's SEL(x, a, b) =
+   (x > 0 ? a : b) lane by lane and MUL, with va = alpha and vone = 1. */
+#define FORWARD_BODY(x) SEL(x, x, MUL(x, va))
+#define GRAD_BODY(x) SEL(x, vone, va)
+#define BACKWARD_BODY(g, z) MUL(g, SEL(z, vone, va))
+
+#ifdef LEAKY_X86_64
+
+/*
+ * Elements to write with plain stores before dst reaches a vector boundary,
+ * where streaming stores can start; -1 if dst is not even element-aligned
+ * (an offset byte view), in which case nothing is streamed.
+ */
+static inline Py_ssize_t
+stream_head(const char *dst, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize_t vector_bytes)
+{
+    uintptr_t address = (uintptr_t)dst;
+    if (address % (uintptr_t)itemsize != 0) {
+        return -1;
+    }
+    uintptr_t misalign = address % (uintptr_t)vector_bytes;
+    Py_ssize_t head = misalign ? (Py_ssize_t)(((uintptr_t)vector_bytes - misalign) / (uintptr_t)itemsize) : 0;
+    return head < n ? head : n;
+}
+
+/* Integer inputs stay on the portable loops: they are not the hot formats. */
+#define SIMD_TABLE(NAME, ISA)                                                   \
+    const KernelTable NAME = {                                                  \
+        .name = #ISA,                                                           \
+        .forward = {[KIND_F16] = ISA##_forward_f16, [KIND_F32] = ISA##_forward_f32, \
+                    [KIND_F64] = ISA##_forward_f64, [KIND_BOOL] = forward_loop_bool, \
+                    [KIND_I8] = forward_loop_i8,   [KIND_I16] = forward_loop_i16, \
+                    [KIND_I32] = forward_loop_i32, [KIND_I64] = forward_loop_i64, \
+                    [KIND_U8] = forward_loop_u8,   [KIND_U16] = forward_loop_u16, \
+                    [KIND_U32] = forward_loop_u32, [KIND_U64] = forward_loop_u64}, \
+        .grad = {[KIND_F16] = ISA##_grad_f16, [KIND_F32] = ISA##_grad_f32,      \
+                 [KIND_F64] = ISA##_grad_f64, [KIND_BOOL] = grad_loop_bool,     \
+                 [KIND_I8] = grad_loop_i8,   [KIND_I16] = grad_loop_i16,        \
+                 [KIND_I32] = grad_loop_i32, [KIND_I64] = grad_loop_i64,        \
+                 [KIND_U8] = grad_loop_u8,   [KIND_U16] = grad_loop_u16,        \
+                 [KIND_U32] = grad_loop_u32, [KIND_U64] = grad_loop_u64},       \
+        .backward_same = {ISA##_backward_f16, ISA##_backward_f32, ISA##_backward_f64}, \
+    };
+#endif /* LEAKY_X86_64 */
+
+/* ------------------------------------------------------------------ */
+/* The n-d driver (driver.c) and the thread pool (pool.c)             */
+/* ------------------------------------------------------------------ */
+
+/* A buffer as the driver sees it: always with shape and strides filled in. */
+typedef struct {
+    Py_buffer view;
+    int acquired;
+    ElemKind kind;
+    Py_ssize_t shape[PyBUF_MAX_NDIM];
+    Py_ssize_t strides[PyBUF_MAX_NDIM];
+} Operand;
+
+typedef struct {
+    int ndim;
+    Py_ssize_t shape[PyBUF_MAX_NDIM];
+    Py_ssize_t strides[MAX_OPERANDS][PyBUF_MAX_NDIM];
+} LoopPlan;
+
+/* A split of one plan into parts: ranges of its outermost dimension. */
+typedef struct {
+    const LoopPlan *plan;
+    int nops;
+    char *base[MAX_OPERANDS];
+    InnerLoop loop;
+    const LoopContext *ctx;
+    int nparts;
+} ParallelJob;
+
+typedef struct ThreadPool ThreadPool;
+
+Py_ssize_t plan_operands(LoopPlan *plan, Operand *const *ops, int nops, char **base);
+void plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop,
+              const LoopContext *ctx);
+int operands_overlap(const Operand *a, const Operand *b);
+char *detach_from_output(Operand *input, const Operand *output, int *failed);
+
+int default_thread_count(void);
+void pool_run(ThreadPool *pool, const ParallelJob *job, int helpers);
+int pool_thread_count(const ThreadPool *pool);  /* its workers and the caller */
+void pool_release(ThreadPool *pool);            /* undoes pool_for_caller's claim */
+void pool_free(ThreadPool *pool);
+PyObject *pool_worker_parts(ThreadPool *pool);  /* _worker_parts() */
+
+/* ------------------------------------------------------------------ */
+/* Module state                                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Below gil_threshold elements a call stays on the calling thread and keeps
+ * the GIL: releasing it costs more than the work.  From parallel_threshold
+ * elements on, work is split across the pool.  Outputs of stream_bytes and
+ * more go past the last-level cache anyway, so they are streamed.  The
+ * private _tune() reads and sets them, so tests cover both sides of each
+ * and the benchmark can try others.  A call reads each once, so a _tune()
+ * racing with calls in other threads changes the choice of later calls only.
+ */
+#define LEAKY_GIL_THRESHOLD 16384
+#define LEAKY_PARALLEL_THRESHOLD 32768
+#define LEAKY_STREAM_BYTES ((Py_ssize_t)16 << 20)
+
+/*
+ * long long, read and written only through ATOMIC_LOAD/ATOMIC_STORE: the
+ * module runs without the GIL on free-threaded builds, so a _tune() in one
+ * thread may meet a call reading the thresholds in another.  Each value is
+ * atomic on its own (no torn reads, no data race); a _tune() that sets
+ * several is not one transaction, which no caller needs.
+ */
+typedef struct {
+    long long gil_threshold;
+    long long parallel_threshold;
+    long long stream_bytes;
+} Tuning;
+
+/* PyArray_New's signature, as NumPy's C-API table exports it. */
+typedef PyObject *(*NewArrayFunc)(PyTypeObject *, int, const Py_ssize_t *, int,
+                                  const Py_ssize_t *, void *, int, int, PyObject *);
+
+typedef struct {
+    const KernelTable *kernels;  /* chosen once, at import */
+    ThreadPool *pool;            /* made on first use; see pool_for_caller */
+    int max_threads;             /* CPUs this process may use */
+    Tuning tuning;
+    PyTypeObject *result_buffer_type;
+    PyObject *new_result;      /* leaky._containers.new_result */
+    /*
+     * NumPy's C API, published once: numpy_api is NUMPY_API_UNTRIED until
+     * one thread wins the compare-and-swap to NUMPY_API_LOADING; that thread
+     * alone fills the three fields below and then stores READY or UNUSABLE
+     * with release order.  A reader that loads READY (acquire) sees the
+     * fields complete; anyone else takes the Python route for that call.
+     * No lock, so no thread ever waits on another's import of NumPy (which
+     * would risk a deadlock with the import lock), and the number fast path
+     * never touches any of it.
+     */
+    long long numpy_api;
+    PyObject *numpy_core;      /* NumPy's _multiarray_umath, once an ndarray was seen */
+    PyTypeObject *ndarray_type;
+    NewArrayFunc numpy_new_array;  /* PyArray_New from NumPy's C-API table */
+    PyObject *default_alpha;   /* the float 0.01 */
+    PyObject *one_float;       /* the float 1.0, the gradient where z > 0 */
+    PyObject *zero;            /* the int 0, for z > 0 on other numbers */
+    PyObject *one;             /* the int 1, for the generic gradient */
+    PyObject *str_z;
+    PyObject *str_alpha;
+    PyObject *str_out;
+    PyObject *str_threads;
+    PyObject *str_grad_output;
+} LeakyState;
+
+enum { NUMPY_API_UNTRIED, NUMPY_API_LOADING, NUMPY_API_READY, NUMPY_API_UNUSABLE };
+
+static inline LeakyState *
+get_state(PyObject *module)
+{
+    return (LeakyState *)PyModule_GetState(module);
+}
+
+/* pool.c: this process's pool, made (or remade after a fork) on demand; NULL if busy. */
+ThreadPool *pool_for_caller(LeakyState *st);
+void run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
+                     const LoopContext *ctx, int threads);
+
+/* ------------------------------------------------------------------ */
+/* Numbers (numbers.c); inline here for leaky.c's scalar fast path    */
+/* ------------------------------------------------------------------ */
+
+typedef enum { OP_FORWARD, OP_GRAD } UnaryOp;
+
+/*
+ * The sign of an exact int or bool: -1, 0 or 1.  When it is -1, *small
+ * receives the value if *fits.  Small ints are read off the object's layout
+ * without a call (3.12+: the compact-value API; before: the sign of ob_size),
+ * which is most of what a leaky_relu(3) costs beyond the call itself.
+ */
+static inline int
+int_sign(PyObject *z, long *small, int *fits)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyUnstable_Long_IsCompact((PyLongObject *)z)) {
+        Py_ssize_t value = PyUnstable_Long_CompactValue((PyLongObject *)z);
+        *small = (long)value;  /* compact means one digit: < 2**30 in size */
+        *fits = 1;
+        return (value > 0) - (value < 0);
+    }
+#else
+    if (Py_SIZE(z) >= 0) {  /* ob_size carries the sign: no value needed */
+        *fits = 0;
+        return Py_SIZE(z) > 0;
+    }
+#endif
+    int overflow;
+    long value = PyLong_AsLongAndOverflow(z, &overflow);
+    *fits = overflow == 0;
+    *small = value;
+    if (overflow) {
+        return overflow;
+    }
+    return (value > 0) - (value < 0);
+}
+
+static inline int
+is_exact_number(PyObject *z)
+{
+    return PyFloat_CheckExact(z) || PyLong_CheckExact(z) || PyBool_Check(z);
+}
+
+/* leaky_relu of an exact float, int or bool (is_exact_number). */
+static inline PyObject *
+forward_exact_number(PyObject *z, double alpha)
+{
+    if (PyFloat_CheckExact(z)) {
+        double x = PyFloat_AS_DOUBLE(z);
+        return x > 0 ? Py_NewRef(z) : PyFloat_FromDouble(alpha * x);
+    }
+    long small;
+    int fits;
+    if (int_sign(z, &small, &fits) >= 0) {
+        return Py_NewRef(z);  /* ints >= 0 come back as themselves */
+    }
+    double x = fits ? (double)small : PyLong_AsDouble(z);
+    if (x == -1.0 && PyErr_Occurred()) {
+        return NULL;  /* OverflowError, exactly as alpha * z raises it */
+    }
+    return PyFloat_FromDouble(alpha * x);
+}
+
+/* The float gradient: shared 1.0, or alpha itself when it already is a float. */
+static inline PyObject *
+float_gradient(LeakyState *st, int positive, PyObject *alpha_obj, double alpha)
+{
+    if (positive) {
+        return Py_NewRef(st->one_float);
+    }
+    if (alpha_obj == NULL) {
+        return Py_NewRef(st->default_alpha);
+    }
+    return PyFloat_CheckExact(alpha_obj) ? Py_NewRef(alpha_obj) : PyFloat_FromDouble(alpha);
+}
+
+/* z > 0 for an exact float, int or bool (is_exact_number). */
+static inline int
+exact_number_is_positive(PyObject *z)
+{
+    long small;
+    int fits;
+    return PyFloat_CheckExact(z) ? PyFloat_AS_DOUBLE(z) > 0 : int_sign(z, &small, &fits) > 0;
+}
+
+/* leaky_relu_grad of an exact float, int or bool (is_exact_number). */
+static inline PyObject *
+grad_exact_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    return float_gradient(st, exact_number_is_positive(z), alpha_obj, alpha);
+}
+
+static inline int
+is_sequence(PyObject *obj)
+{
+    return PyList_Check(obj) || PyTuple_Check(obj);
+}
+
+int is_real_number(PyObject *obj);
+PyObject *unary_number(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj,
+                       double alpha);
+PyObject *backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj,
+                          double alpha);
+PyObject *unary_sequence(LeakyState *st, UnaryOp op, PyObject *seq, PyObject *alpha_obj,
+                         double alpha);
+PyObject *backward_sequence(LeakyState *st, PyObject *grad_seq, PyObject *z_seq,
+                            PyObject *alpha_obj, double alpha);
+
+/* ------------------------------------------------------------------ */
+/* Buffers (buffers.c), NumPy's arrays (numpy_fastpath.c), results     */
+/* (result_buffer.c)                                                   */
+/* ------------------------------------------------------------------ */
+
+PyObject *unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z,
+                       PyObject *out_obj, double alpha, int threads);
+PyObject *backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj,
+                          PyObject *out_obj, double alpha, int threads);
+
+int ndarray_operand(LeakyState *st, PyObject *obj, Operand *op, int writable);
+PyObject *new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_kind,
+                             const Operand *like, Operand *out_op);
+
+extern PyType_Spec result_buffer_spec;
+PyObject *result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape);
+
+#if defined(__GNUC__) && !defined(_WIN32)
+#pragma GCC visibility pop
+#endif
+
+#endif /* LEAKY_H */

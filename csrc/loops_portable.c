@@ -1,0 +1,273 @@
+/*
+ * loops_portable.c: the inner loops in plain C, for every element kind and
+ * any stride (numpy-ufunc style: one run of n elements per call).  They are
+ * the definition every other kernel path must match bit for bit, the only
+ * path for integer and bool inputs, and the SIMD loops' fallback for strided
+ * runs and ragged ends.
+ */
+#include "leaky.h"
+
+/* Typed unaligned loads, for the code outside the UNARY/BINARY loops. */
+#define DEFINE_LOAD(NAME, TYPE)                                                \
+    static inline TYPE load_##NAME(const char *p)                              \
+    {                                                                          \
+        TYPE value;                                                            \
+        memcpy(&value, p, sizeof value);                                       \
+        return value;                                                          \
+    }
+DEFINE_LOAD(u8, uint8_t)
+DEFINE_LOAD(u16, uint16_t)
+DEFINE_LOAD(u32, uint32_t)
+DEFINE_LOAD(u64, uint64_t)
+DEFINE_LOAD(i8, int8_t)
+DEFINE_LOAD(i16, int16_t)
+DEFINE_LOAD(i32, int32_t)
+DEFINE_LOAD(i64, int64_t)
+DEFINE_LOAD(f32, float)
+DEFINE_LOAD(f64, double)
+
+/*
+ * Expands BODY twice: once with compile-time unit steps, which the compiler
+ * vectorizes, and once with the runtime steps for strided views.
+ */
+#define UNARY_LOOP(IN_T, OUT_T, BODY)                                          \
+    do {                                                                       \
+        const char *src_ = ptrs[0];                                            \
+        char *dst_ = ptrs[1];                                                  \
+        if (steps[0] == (Py_ssize_t)sizeof(IN_T) &&                            \
+            steps[1] == (Py_ssize_t)sizeof(OUT_T)) {                           \
+            for (Py_ssize_t i_ = 0; i_ < n; i_++) {                            \
+                IN_T x;                                                        \
+                memcpy(&x, src_ + i_ * (Py_ssize_t)sizeof(IN_T), sizeof x);    \
+                OUT_T r_ = (BODY);                                             \
+                memcpy(dst_ + i_ * (Py_ssize_t)sizeof(OUT_T), &r_, sizeof r_); \
+            }                                                                  \
+        }                                                                      \
+        else {                                                                 \
+            for (Py_ssize_t i_ = 0; i_ < n; i_++) {                            \
+                IN_T x;                                                        \
+                memcpy(&x, src_ + i_ * steps[0], sizeof x);                    \
+                OUT_T r_ = (BODY);                                             \
+                memcpy(dst_ + i_ * steps[1], &r_, sizeof r_);                  \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+#define BINARY_LOOP(G_T, Z_T, OUT_T, BODY)                                     \
+    do {                                                                       \
+        const char *g_ = ptrs[0];                                              \
+        const char *z_ = ptrs[1];                                              \
+        char *dst_ = ptrs[2];                                                  \
+        if (steps[0] == (Py_ssize_t)sizeof(G_T) &&                             \
+            steps[1] == (Py_ssize_t)sizeof(Z_T) &&                             \
+            steps[2] == (Py_ssize_t)sizeof(OUT_T)) {                           \
+            for (Py_ssize_t i_ = 0; i_ < n; i_++) {                            \
+                G_T g;                                                         \
+                Z_T z;                                                         \
+                memcpy(&g, g_ + i_ * (Py_ssize_t)sizeof(G_T), sizeof g);       \
+                memcpy(&z, z_ + i_ * (Py_ssize_t)sizeof(Z_T), sizeof z);       \
+                OUT_T r_ = (BODY);                                             \
+                memcpy(dst_ + i_ * (Py_ssize_t)sizeof(OUT_T), &r_, sizeof r_); \
+            }                                                                  \
+        }                                                                      \
+        else {                                                                 \
+            for (Py_ssize_t i_ = 0; i_ < n; i_++) {                            \
+                G_T g;                                                         \
+                Z_T z;                                                         \
+                memcpy(&g, g_ + i_ * steps[0], sizeof g);                      \
+                memcpy(&z, z_ + i_ * steps[1], sizeof z);                      \
+                OUT_T r_ = (BODY);                                             \
+                memcpy(dst_ + i_ * steps[2], &r_, sizeof r_);                  \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+/* The element-wise definitions, once per precision. */
+static inline double forward64(double x, double a) { return x > 0 ? x : a * x; }
+static inline float forward32(float x, float a) { return x > 0 ? x : a * x; }
+static inline uint16_t
+forward16(uint16_t h, float a)
+{
+    return half_is_positive(h) ? h : float_to_half(half_to_float(h) * a);
+}
+
+void
+forward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(uint16_t, uint16_t, forward16(x, a));
+}
+
+void
+forward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(float, float, forward32(x, a));
+}
+
+void
+forward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const double a = ctx->alpha;
+    UNARY_LOOP(double, double, forward64(x, a));
+}
+
+void
+grad_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const uint16_t a = ctx->alpha16;
+    UNARY_LOOP(uint16_t, uint16_t, half_is_positive(x) ? (uint16_t)0x3c00u : a);
+}
+
+void
+grad_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(float, float, x > 0 ? 1.0f : a);
+}
+
+void
+grad_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const double a = ctx->alpha;
+    UNARY_LOOP(double, double, x > 0 ? 1.0 : a);
+}
+
+/* Integer and bool inputs: the float64 result of the same values converted. */
+#define INTEGER_LOOPS(SUFFIX, CTYPE, TO_DOUBLE)                                \
+    void                                                                       \
+    forward_loop_##SUFFIX(char *const *ptrs, const Py_ssize_t *steps,          \
+                          Py_ssize_t n, const LoopContext *ctx)                \
+    {                                                                          \
+        const double a = ctx->alpha;                                           \
+        UNARY_LOOP(CTYPE, double, forward64(TO_DOUBLE(x), a));                 \
+    }                                                                          \
+    void                                                                       \
+    grad_loop_##SUFFIX(char *const *ptrs, const Py_ssize_t *steps,             \
+                       Py_ssize_t n, const LoopContext *ctx)                   \
+    {                                                                          \
+        const double a = ctx->alpha;                                           \
+        UNARY_LOOP(CTYPE, double, TO_DOUBLE(x) > 0 ? 1.0 : a);                 \
+    }
+
+#define AS_DOUBLE(x) ((double)(x))
+#define BOOL_AS_DOUBLE(x) ((x) != 0 ? 1.0 : 0.0)
+INTEGER_LOOPS(bool, uint8_t, BOOL_AS_DOUBLE)
+INTEGER_LOOPS(i8, int8_t, AS_DOUBLE)
+INTEGER_LOOPS(i16, int16_t, AS_DOUBLE)
+INTEGER_LOOPS(i32, int32_t, AS_DOUBLE)
+INTEGER_LOOPS(i64, int64_t, AS_DOUBLE)
+INTEGER_LOOPS(u8, uint8_t, AS_DOUBLE)
+INTEGER_LOOPS(u16, uint16_t, AS_DOUBLE)
+INTEGER_LOOPS(u32, uint32_t, AS_DOUBLE)
+INTEGER_LOOPS(u64, uint64_t, AS_DOUBLE)
+
+/* backward = grad_output * (1 if z > 0 else alpha), rounded once to the result. */
+void
+backward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    BINARY_LOOP(uint16_t, uint16_t, uint16_t,
+                float_to_half(half_to_float(g) * (half_is_positive(z) ? 1.0f : a)));
+}
+
+void
+backward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    BINARY_LOOP(float, float, float, g * (z > 0 ? 1.0f : a));
+}
+
+void
+backward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const double a = ctx->alpha;
+    BINARY_LOOP(double, double, double, g * (z > 0 ? 1.0 : a));
+}
+
+/* Element readers for the mixed-kind backward loop, which is not a hot path. */
+static double
+load_as_double(ElemKind kind, const char *p)
+{
+    switch (kind) {
+    case KIND_F16: return half_to_float(load_u16(p));
+    case KIND_F32: return load_f32(p);
+    case KIND_F64: return load_f64(p);
+    case KIND_BOOL: return load_u8(p) != 0 ? 1.0 : 0.0;
+    case KIND_I8: return load_i8(p);
+    case KIND_I16: return load_i16(p);
+    case KIND_I32: return load_i32(p);
+    case KIND_I64: return (double)load_i64(p);
+    case KIND_U8: return load_u8(p);
+    case KIND_U16: return load_u16(p);
+    case KIND_U32: return load_u32(p);
+    case KIND_U64: return (double)load_u64(p);
+    default: return 0.0;
+    }
+}
+
+static int
+element_is_positive(ElemKind kind, const char *p)
+{
+    switch (kind) {
+    case KIND_F16: return half_is_positive(load_u16(p));
+    case KIND_I64: return load_i64(p) > 0;  /* exact, no rounding through double */
+    case KIND_U64: return load_u64(p) != 0;
+    default: return load_as_double(kind, p) > 0;
+    }
+}
+
+void
+backward_loop_mixed(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const ElemKind gk = ctx->grad_kind, zk = ctx->z_kind;
+    const char *g = ptrs[0], *z = ptrs[1];
+    char *dst = ptrs[2];
+    for (Py_ssize_t i = 0; i < n; i++, g += steps[0], z += steps[1], dst += steps[2]) {
+        int positive = element_is_positive(zk, z);
+        switch (result_kind_of(gk)) {
+        case KIND_F16: {
+            uint16_t r = float_to_half(half_to_float(load_u16(g)) *
+                                       (positive ? 1.0f : ctx->alpha32));
+            memcpy(dst, &r, sizeof r);
+            break;
+        }
+        case KIND_F32: {
+            float r = load_f32(g) * (positive ? 1.0f : ctx->alpha32);
+            memcpy(dst, &r, sizeof r);
+            break;
+        }
+        default: {
+            double r = load_as_double(gk, g) * (positive ? 1.0 : ctx->alpha);
+            memcpy(dst, &r, sizeof r);
+            break;
+        }
+        }
+    }
+}
+
+void
+copy_loop(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const char *src = ptrs[0];
+    char *dst = ptrs[1];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(dst + i * steps[1], src + i * steps[0], (size_t)ctx->itemsize);
+    }
+}
+#define PORTABLE_UNARY_TABLE(PREFIX)                                            \
+    {                                                                           \
+        [KIND_F16] = PREFIX##_loop_f16, [KIND_F32] = PREFIX##_loop_f32,         \
+        [KIND_F64] = PREFIX##_loop_f64, [KIND_BOOL] = PREFIX##_loop_bool,       \
+        [KIND_I8] = PREFIX##_loop_i8,   [KIND_I16] = PREFIX##_loop_i16,         \
+        [KIND_I32] = PREFIX##_loop_i32, [KIND_I64] = PREFIX##_loop_i64,         \
+        [KIND_U8] = PREFIX##_loop_u8,   [KIND_U16] = PREFIX##_loop_u16,         \
+        [KIND_U32] = PREFIX##_loop_u32, [KIND_U64] = PREFIX##_loop_u64,         \
+    }
+
+const KernelTable PORTABLE_KERNELS = {
+    .name = "portable",
+    .forward = PORTABLE_UNARY_TABLE(forward),
+    .grad = PORTABLE_UNARY_TABLE(grad),
+    .backward_same = {backward_loop_f16, backward_loop_f32, backward_loop_f64},
+};

@@ -1,0 +1,159 @@
+/*
+ * numbers.c: Python numbers, and lists and tuples of them, one element at a
+ * time.  Exact floats, ints and bools are computed in C (the helpers in
+ * leaky.h, which leaky.c's scalar fast path inlines); other real numbers
+ * (Fraction, Decimal, NumPy scalars without a buffer) use Python's own
+ * comparison and multiplication.
+ */
+#include "leaky.h"
+
+/* A float, an int, or anything else with __float__ or __index__ (Fraction,
+   Decimal, NumPy scalars): what alpha and a number grad_output may be. */
+int
+is_real_number(PyObject *obj)
+{
+    if (PyFloat_Check(obj) || PyLong_Check(obj)) {
+        return 1;
+    }
+    PyNumberMethods *nb = Py_TYPE(obj)->tp_as_number;
+    return nb != NULL && (nb->nb_float != NULL || nb->nb_index != NULL);
+}
+
+/* z as a double for exact floats and ints; -1 with an exception on overflow. */
+static int
+exact_number_as_double(PyObject *z, double *out)
+{
+    if (PyFloat_CheckExact(z)) {
+        *out = PyFloat_AS_DOUBLE(z);
+        return 0;
+    }
+    *out = PyLong_AsDouble(z);
+    return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+}
+/* z > 0 for any object, by Python's own comparison. */
+static int
+generic_is_positive(LeakyState *st, PyObject *z)
+{
+    return PyObject_RichCompareBool(z, st->zero, Py_GT);
+}
+
+static PyObject *
+forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    if (is_exact_number(z)) {
+        return forward_exact_number(z, alpha);
+    }
+    int positive = generic_is_positive(st, z);
+    if (positive < 0) {
+        return NULL;
+    }
+    if (positive) {
+        return Py_NewRef(z);
+    }
+    return PyNumber_Multiply(alpha_obj ? alpha_obj : st->default_alpha, z);
+}
+
+static PyObject *
+grad_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    if (is_exact_number(z)) {
+        return grad_exact_number(st, z, alpha_obj, alpha);
+    }
+    int positive = generic_is_positive(st, z);
+    if (positive < 0) {
+        return NULL;
+    }
+    return Py_NewRef(positive ? st->one : (alpha_obj ? alpha_obj : st->default_alpha));
+}
+
+PyObject *
+backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    if (is_exact_number(grad) && is_exact_number(z)) {
+        double g;
+        if (exact_number_as_double(grad, &g) < 0) {
+            return NULL;
+        }
+        return PyFloat_FromDouble(g * (exact_number_is_positive(z) ? 1.0 : alpha));
+    }
+    /* grad * 1 would hand back a str or a list unchanged: only numbers here */
+    if (!is_real_number(grad)) {
+        PyErr_Format(PyExc_TypeError,
+                     "leaky_relu_backward() argument 'grad_output' must be a real number, "
+                     "a sequence of them or a buffer, not %.200s",
+                     Py_TYPE(grad)->tp_name);
+        return NULL;
+    }
+    int positive = generic_is_positive(st, z);
+    if (positive < 0) {
+        return NULL;
+    }
+    return PyNumber_Multiply(grad, positive ? st->one : (alpha_obj ? alpha_obj : st->default_alpha));
+}
+
+PyObject *
+unary_number(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    return op == OP_FORWARD ? forward_number(st, z, alpha_obj, alpha)
+                            : grad_number(st, z, alpha_obj, alpha);
+}
+/* Lists and tuples: a list, element by element, with the number rules. */
+PyObject *
+unary_sequence(LeakyState *st, UnaryOp op, PyObject *seq, PyObject *alpha_obj, double alpha)
+{
+    /* A snapshot: an element's __gt__ may mutate the list under us. */
+    PyObject *items = PySequence_Tuple(seq);
+    if (items == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    PyObject *result = PyList_New(n);
+    if (result != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *value = unary_number(st, op, PyTuple_GET_ITEM(items, i), alpha_obj, alpha);
+            if (value == NULL) {
+                Py_CLEAR(result);
+                break;
+            }
+            PyList_SET_ITEM(result, i, value);
+        }
+    }
+    Py_DECREF(items);
+    return result;
+}
+
+PyObject *
+backward_sequence(LeakyState *st, PyObject *grad_seq, PyObject *z_seq, PyObject *alpha_obj,
+                  double alpha)
+{
+    PyObject *result = NULL;
+    PyObject *grads = PySequence_Tuple(grad_seq);
+    PyObject *zs = grads ? PySequence_Tuple(z_seq) : NULL;
+    if (zs == NULL) {
+        goto done;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(grads);
+    if (PyTuple_GET_SIZE(zs) != n) {
+        PyErr_Format(PyExc_ValueError,
+                     "leaky_relu_backward() grad_output and z must have the same length, "
+                     "got %zd and %zd", n, PyTuple_GET_SIZE(zs));
+        goto done;
+    }
+    result = PyList_New(n);
+    if (result == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *value = backward_number(st, PyTuple_GET_ITEM(grads, i),
+                                          PyTuple_GET_ITEM(zs, i), alpha_obj, alpha);
+        if (value == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, value);
+    }
+done:
+    Py_XDECREF(grads);
+    Py_XDECREF(zs);
+    return result;
+}

@@ -1,0 +1,221 @@
+/*
+ * numpy_fastpath.c: exact numpy.ndarray inputs and results without the
+ * buffer protocol.  The only file that knows NumPy's struct layouts.
+ */
+#include "leaky.h"
+
+/*
+ * The NumPy fast path.  Making a result through Python costs about a
+ * microsecond, more than the whole kernel on a small array, so for exact
+ * numpy.ndarray inputs the result comes from PyArray_New, found at run time
+ * in the C-API table that NumPy exports as a capsule (no NumPy at build
+ * time, nothing imported before the caller hands us an ndarray).  Table
+ * slots and type numbers are NumPy's stable ABI; the data pointer's place in
+ * the array object is checked against the buffer protocol once, and any
+ * surprise turns the fast path off for good.
+ */
+#define NPY_FLOAT_TYPENUM 11
+#define NPY_DOUBLE_TYPENUM 12
+#define NPY_HALF_TYPENUM 23
+
+/* The head of NumPy's PyArrayObject_fields and of PyArray_Descr, the same in
+   NumPy 1.x and 2.x (the descriptor differs only after type_num). */
+typedef struct {
+    PyObject_HEAD
+    char *data;
+    int nd;
+    Py_ssize_t *dimensions;
+    Py_ssize_t *strides;
+    PyObject *base;
+    PyObject *descr;
+    int flags;
+} NdarrayHead;
+
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *typeobj;
+    char kind;
+    char type;       /* the type character: 'e', 'f', 'd', ... */
+    char byteorder;  /* '=' native, '<' or '>' otherwise, '|' not applicable */
+    char former_flags;
+    int type_num;
+} DescrHead;
+
+#define NPY_ARRAY_WRITEABLE_FLAG 0x0400
+#define NPY_ARRAY_WARN_ON_WRITE_FLAG 0x80000000u
+
+static inline char *
+ndarray_data(PyObject *array)
+{
+    return ((NdarrayHead *)array)->data;
+}
+
+static int
+typenum_of_result(ElemKind kind)
+{
+    switch (kind) {
+    case KIND_F16: return NPY_HALF_TYPENUM;
+    case KIND_F32: return NPY_FLOAT_TYPENUM;
+    default: return NPY_DOUBLE_TYPENUM;
+    }
+}
+
+/* Looks up NumPy's C API the first time an ndarray arrives; 0 if unusable. */
+static int
+load_numpy_api(LeakyState *st)
+{
+    static const char *const modules[] = {"numpy._core._multiarray_umath",
+                                          "numpy.core._multiarray_umath"};
+    PyObject *core = NULL, *capsule = NULL, *probe = NULL;
+    int usable = 0;
+    for (size_t i = 0; i < sizeof modules / sizeof *modules && core == NULL; i++) {
+        core = PyImport_ImportModule(modules[i]);
+        if (core == NULL) {
+            PyErr_Clear();
+        }
+    }
+    capsule = core ? PyObject_GetAttrString(core, "_ARRAY_API") : NULL;
+    void **api = capsule && PyCapsule_CheckExact(capsule) ? PyCapsule_GetPointer(capsule, NULL) : NULL;
+    if (api == NULL) {
+        goto done;
+    }
+    unsigned int (*abi_version)(void) = (unsigned int (*)(void))api[0];
+    if (abi_version() < 0x01000009) {  /* NumPy 1.x's ABI and up */
+        goto done;
+    }
+    PyTypeObject *ndarray = (PyTypeObject *)api[2];
+    NewArrayFunc new_array = (NewArrayFunc)api[93];
+    Py_ssize_t dims[1] = {3};
+    probe = new_array(ndarray, 1, dims, NPY_DOUBLE_TYPENUM, NULL, NULL, 0, 0, NULL);
+    if (probe == NULL) {
+        goto done;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(probe, &view, PyBUF_RECORDS) < 0) {
+        goto done;
+    }
+    usable = Py_TYPE(probe) == ndarray && view.buf == ndarray_data(probe) && view.ndim == 1 &&
+             view.itemsize == 8 && view.shape[0] == 3 && view.strides[0] == 8 && !view.readonly;
+    PyBuffer_Release(&view);
+    /* what ndarray_operand reads must match the buffer protocol's answer */
+    const NdarrayHead *head = (const NdarrayHead *)probe;
+    const DescrHead *descr = (const DescrHead *)head->descr;
+    usable = usable && head->nd == 1 && head->dimensions[0] == 3 && head->strides[0] == 8 &&
+             (head->flags & NPY_ARRAY_WRITEABLE_FLAG) && descr != NULL && descr->type == 'd' &&
+             descr->byteorder == '=' && descr->type_num == NPY_DOUBLE_TYPENUM;
+    if (usable) {
+        st->numpy_core = Py_NewRef(core);
+        st->numpy_new_array = new_array;
+        st->ndarray_type = ndarray;
+    }
+done:
+    PyErr_Clear();  /* no fast path is never an error: the Python route remains */
+    Py_XDECREF(probe);
+    Py_XDECREF(capsule);
+    Py_XDECREF(core);
+    return usable;
+}
+
+/* 1 if obj is an exact numpy.ndarray and NumPy's C API is usable, which is
+   looked up here the first time an ndarray arrives. */
+static int
+is_exact_ndarray(LeakyState *st, PyObject *obj)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    long long api = ATOMIC_LOAD(&st->numpy_api);
+    if (api != NUMPY_API_READY) {
+        /* one look per module, by one thread: a failed one is not retried */
+        if (api != NUMPY_API_UNTRIED || strcmp(type->tp_name, "numpy.ndarray") != 0 ||
+            !ATOMIC_CAS(&st->numpy_api, NUMPY_API_UNTRIED, NUMPY_API_LOADING)) {
+            return 0;
+        }
+        int usable = load_numpy_api(st);
+        ATOMIC_STORE(&st->numpy_api, usable ? NUMPY_API_READY : NUMPY_API_UNUSABLE);
+        if (!usable) {
+            return 0;
+        }
+    }
+    assert(ATOMIC_LOAD(&st->numpy_api) == NUMPY_API_READY && st->numpy_new_array != NULL);
+    return type == st->ndarray_type;
+}
+
+/*
+ * An exact float16/32/64 ndarray in native byte order, read straight off the
+ * array object instead of through the buffer protocol: NumPy's getbuffer
+ * rebuilds and compares a format string on every call, about 600
+ * instructions, a third of a small call's cost.  Returns 1 with op filled
+ * (nothing to release: the caller's reference keeps the array alive, as
+ * view.obj would), 0 when the general route must decide, errors included.
+ */
+int
+ndarray_operand(LeakyState *st, PyObject *obj, Operand *op, int writable)
+{
+    if (!is_exact_ndarray(st, obj)) {
+        return 0;
+    }
+    const NdarrayHead *head = (const NdarrayHead *)obj;
+    const DescrHead *descr = (const DescrHead *)head->descr;
+    if (head->nd < 0 || head->nd > PyBUF_MAX_NDIM || descr->byteorder != '=' ||
+        (writable && (!(head->flags & NPY_ARRAY_WRITEABLE_FLAG) ||
+                      ((unsigned int)head->flags & NPY_ARRAY_WARN_ON_WRITE_FLAG)))) {
+        return 0;
+    }
+    static const char *const formats[] = {[KIND_F16] = "e", [KIND_F32] = "f", [KIND_F64] = "d"};
+    ElemKind kind;
+    switch (descr->type) {
+    case 'e': kind = KIND_F16; break;
+    case 'f': kind = KIND_F32; break;
+    case 'd': kind = KIND_F64; break;
+    default: return 0;  /* ints, bools and the rest: the buffer protocol's format */
+    }
+    Py_buffer *v = &op->view;
+    memset(v, 0, sizeof *v);
+    v->buf = head->data;
+    v->itemsize = itemsize_of_result(kind);
+    v->ndim = head->nd;
+    v->readonly = !(head->flags & NPY_ARRAY_WRITEABLE_FLAG);
+    v->format = (char *)formats[kind];
+    v->shape = op->shape;
+    v->strides = op->strides;
+    Py_ssize_t len = v->itemsize;
+    for (int d = 0; d < head->nd; d++) {
+        op->shape[d] = head->dimensions[d];
+        op->strides[d] = head->strides[d];
+        len *= head->dimensions[d];
+    }
+    v->len = len;
+    op->kind = kind;
+    op->acquired = 0;
+    return 1;
+}
+
+/* A new C-contiguous ndarray result shaped like `like`, or NULL if `source` is no ndarray. */
+PyObject *
+new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
+                   Operand *out_op)
+{
+    if (!is_exact_ndarray(st, source)) {
+        return NULL;
+    }
+    PyObject *array = st->numpy_new_array(st->ndarray_type, like->view.ndim, like->shape,
+                                          typenum_of_result(result_kind), NULL, NULL, 0, 0, NULL);
+    if (array == NULL) {
+        return NULL;
+    }
+    Py_buffer *v = &out_op->view;
+    memset(v, 0, sizeof *v);
+    v->buf = ndarray_data(array);
+    v->itemsize = itemsize_of_result(result_kind);
+    v->ndim = like->view.ndim;
+    v->readonly = 0;
+    Py_ssize_t stride = v->itemsize;
+    for (int d = like->view.ndim - 1; d >= 0; d--) {
+        out_op->shape[d] = like->shape[d];
+        out_op->strides[d] = stride;
+        stride *= like->shape[d];
+    }
+    v->len = stride;
+    out_op->kind = result_kind;
+    out_op->acquired = 0;  /* nothing to release: we own the new array */
+    return array;
+}
