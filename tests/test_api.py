@@ -57,6 +57,64 @@ def test_import_does_not_import_numpy() -> None:
     )
 
 
+# Everything `import leaky` may bring in: its own modules.  A module added to
+# the import path costs every program that imports leaky its start-up time
+# (typing and collections.abc, for annotations alone, once took ten times as
+# long as leaky itself), so a new name here needs a reason.
+IMPORT_BRINGS_IN = ["leaky", "leaky._containers", "leaky._leaky", "leaky._version"]
+
+
+def test_import_brings_in_only_leaky_itself() -> None:
+    # -I -S: no site, no .pth files, no PYTHON* variables, so that only what
+    # the interpreter needs to start is loaded, and leaky cannot lean on a
+    # module that site or a .pth file imports on one Python and not another.
+    # The new modules are the difference within the one process, so what the
+    # interpreter loads at start-up (different on each version) cancels out.
+    # Calls with plain Python objects bring in nothing either.
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); before = set(sys.modules); "
+        "import leaky; print(*sorted(set(sys.modules) - before)); "
+        "leaky.leaky_relu(-1.5); leaky.leaky_relu_grad([1.0, -1]); "
+        "leaky.leaky_relu_backward((1.0, 2.0), (1, -1)); "
+        "leaky.leaky_relu_backward(memoryview(b'ab'), bytearray(b'ab')); leaky.leaky_relu(b'ab'); "
+        "print(*sorted(set(sys.modules) - before))"
+    )
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(leaky.__file__)))
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, package_parent],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    after_import, after_calls = (line.split() for line in done.stdout.splitlines())
+    assert after_import == IMPORT_BRINGS_IN
+    assert after_calls == IMPORT_BRINGS_IN
+
+
+def test_containers_for_modules_imported_after_leaky() -> None:
+    # leaky._containers finds array and numpy in sys.modules rather than
+    # importing them: still an array.array and a NumPy scalar back when the
+    # caller imports them after leaky
+    out = run_python(
+        "import leaky, array, numpy; "
+        "print(type(leaky.leaky_relu(array.array('d', [-2.0, 1.0]))).__name__, "
+        "type(leaky.leaky_relu_grad(array.array('f', [-2.0]))).__name__, "
+        "type(leaky.leaky_relu(numpy.float32(-2.0))).__name__, "
+        "type(leaky.leaky_relu_backward(numpy.float64(1.0), numpy.float16(-1.0))).__name__, "
+        "repr(leaky.leaky_relu(array.array('d', [-2.0, 1.0]), 0.5)))"
+    )
+    assert out.split() == [
+        "array",
+        "array",
+        "float32",
+        "float64",
+        "array('d',",
+        "[-1.0,",
+        "1.0])",
+    ]
+
+
 def test_main_prints_the_problem_examples() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "leaky"], capture_output=True, text=True, timeout=300, check=True

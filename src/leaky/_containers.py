@@ -3,27 +3,42 @@
 The C extension computes into whatever this module hands it.  Making NumPy
 and ``array.array`` results here, in Python, lets ``import leaky`` stay free
 of NumPy: NumPy is only touched once the caller has passed a NumPy object,
-which means NumPy is already imported.
+which means NumPy is already imported.  The same goes for ``array``, whose
+import brings in ``collections.abc`` on most Pythons.
+
+The C extension imports this module as it loads, so it is on the path of
+every ``import leaky`` and imports nothing but ``sys`` (always loaded) at run
+time: no ``from __future__ import annotations`` (that statement imports the
+``__future__`` module), and the names used only in annotations come from
+``typing`` and ``collections.abc`` for type checkers alone.
+tests/test_api.py checks the modules ``import leaky`` brings in.
 """
 
-from __future__ import annotations
-
-import array
-import operator
 import sys
-from collections.abc import Callable
-from typing import Any
 
-# Indexing a 0-d array with () gives the NumPy scalar of its dtype.
-_scalar_of_0d = operator.itemgetter(())
+TYPE_CHECKING = False  # what typing.TYPE_CHECKING is at run time; type checkers take it as True
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
-# One-element arrays repeated with `*`, which fills by memcpy doubling.
-_array_unit = {"f": array.array("f", [0.0]), "d": array.array("d", [0.0])}
+    NewResult = tuple[Any, Callable[[Any], Any] | None] | None
 
-NewResult = tuple[Any, Callable[[Any], Any] | None] | None
+# array.array once the caller has imported array (new_result looks for it
+# when an input is neither that nor NumPy's); until then (), a tuple of no
+# types, which isinstance() is never true for.
+_array_type: "type[Any] | tuple[()]" = ()
+
+# One-element arrays repeated with `*`, which fills by memcpy doubling; made
+# on the first array.array result.
+_array_unit: "dict[str, Any]" = {}
+
+# Indexing a 0-d array with () gives the NumPy scalar of its dtype: an
+# operator.itemgetter(()), made on the first NumPy scalar (NumPy has imported
+# operator by then).
+_scalar_of_0d: "Callable[[Any], Any] | None" = None
 
 
-def new_result(source: object, fmt: str, shape: tuple[int, ...]) -> NewResult:
+def new_result(source: object, fmt: str, shape: tuple[int, ...]) -> "NewResult":
     """Return ``(target, finish)`` for a result shaped like ``source``.
 
     ``target`` is a writable C-contiguous buffer of format ``fmt`` and shape
@@ -31,15 +46,27 @@ def new_result(source: object, fmt: str, shape: tuple[int, ...]) -> NewResult:
     is ``finish(target)``, or ``target`` itself when ``finish`` is None.
     ``None`` means "no special container": the caller returns a memoryview.
     """
-    if isinstance(source, array.array):
+    global _array_type, _scalar_of_0d
+    if isinstance(source, _array_type):
         unit = _array_unit.get(fmt)
-        if unit is not None:
-            return unit * shape[0], None
-        return None
+        if unit is None:
+            if fmt not in ("f", "d"):
+                return None
+            unit = _array_unit[fmt] = sys.modules["array"].array(fmt, [0.0])
+        return unit * shape[0], None
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         if isinstance(source, numpy.ndarray):
             return numpy.empty(shape, dtype=fmt), None
         if isinstance(source, numpy.generic):
+            if _scalar_of_0d is None:
+                import operator
+
+                _scalar_of_0d = operator.itemgetter(())
             return numpy.empty((), dtype=fmt), _scalar_of_0d
+    if not _array_type:
+        array = sys.modules.get("array")
+        if array is not None:
+            _array_type = array.array
+            return new_result(source, fmt, shape)
     return None
