@@ -1,6 +1,6 @@
 """Declares the C extension; all other metadata lives in pyproject.toml.
 
-Two opt-in build switches, for the hardening checks in .ci/ (README, "Reliability"):
+Two opt-in build switches, for the hardening checks in .ci/ (docs/reliability.md):
 
 - ``LEAKY_SANITIZE=1``: AddressSanitizer and UndefinedBehaviorSanitizer, C asserts on.
 - ``LEAKY_DEBUG=1``: C asserts on (``-UNDEBUG``), with debug info, no sanitizers.

@@ -15,8 +15,8 @@
 #    (atheris prints a WARNING), so the corpus stays at one unit.
 # 3. atheris again, coverage-guided, on the LEAKY_DEBUG=1 build (C asserts
 #    on, no preload): coverage of the harness and the leaky package steers
-#    it toward new exporter/format/shape combinations.  See README,
-#    "Reliability".
+#    it toward new exporter/format/shape combinations.  See
+#    docs/reliability.md.
 # Knobs: LEAKY_FUZZ_EXAMPLES (hypothesis examples per test, default 2000),
 # LEAKY_FUZZ_RUNS (atheris executions, default 200000), LEAKY_FUZZ_SECONDS
 # (atheris time cap under the sanitizers, default 240), LEAKY_FUZZ_GUIDED_SECONDS

@@ -132,7 +132,7 @@ def test_helper_on_the_cluster(client: Client, name: str, dtype: str, alpha: flo
 def test_plain_map_blocks_on_the_cluster(
     client: Client, name: str, dtype: str, alpha: float | None
 ) -> None:
-    # the form the README documents, without leaky.dask
+    # the form docs/dask-processes-example.md documents, without leaky.dask
     arrays = numpy_inputs(name, dtype, SHAPE2)
     lazy = [da.from_array(a, chunks=CHUNKS2) for a in arrays]
     assert lazy[0].chunks == ((64, 64, 1), (100, 100, 3))

@@ -92,6 +92,7 @@ def test_training_reaches_the_stated_accuracy(mlp: ModuleType) -> None:
     start = time.perf_counter()
     _, accuracy = mlp.train(epochs=30, seed=0, verbose=False)
     elapsed = time.perf_counter() - start
-    # the README states 97.1% for seed 0 (a different BLAS may move a test image or two)
+    # docs/dask-processes-example.md states 97.1% for seed 0
+    # (a different BLAS may move a test image or two)
     assert accuracy >= 0.95, accuracy
     assert elapsed < 60, elapsed

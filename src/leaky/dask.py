@@ -17,7 +17,8 @@ The plain ``map_blocks`` form does the same for one array::
 already runs one chunk per worker thread, and leaky's pool on top of that
 would put more threads on the CPUs than there are CPUs.  Pass
 ``threads=None`` for leaky's automatic choice when a worker has fewer
-threads than CPUs and little else to do; the README gives the measurements.
+threads than CPUs and little else to do; docs/dask-processes-example.md
+gives the measurements.
 """
 
 from __future__ import annotations
