@@ -2,8 +2,7 @@
  * kernels_avx2.c: the AVX2 + F16C loops for float16, float32 and float64,
  * and their kernel table.  Compiled for the baseline ISA with a per-function
  * target attribute; cpu_dispatch.c picks the table only on a CPU (and OS)
- * that runs it.  The element-wise bodies are leaky.h's FORWARD_BODY,
- * GRAD_BODY and BACKWARD_BODY.
+ * that runs it.
  */
 #include "leaky.h"
 
@@ -16,116 +15,209 @@
 #endif
 
 /*
- * The templates below take, per ISA and element kind: the vector type VT,
- * lanes W, element size ES, loads and stores that convert to and from VT,
- * and SEL(x, a, b) = (x > 0 ? a : b) lane by lane.
+ * Each kernel is written once per lane type, as an always-inline function of
+ * the operation (SimdOp) and, for float32 lanes, of whether the elements are
+ * float16 in memory.  The instances at the end pass constants, so each one
+ * compiles to a straight loop of its own.  AVX2 has no masked 16-bit
+ * stores; for every format alike, the portable loop finishes the ragged end
+ * and writes the head before streaming stores reach a 32-byte boundary.
  */
-/* ---- AVX2 + F16C: the portable loops finish the ragged ends ---- */
 
-#define AVX2_UNARY(NAME, VT, W, ES, LOAD, STORE, STREAM, SETUP, BODY, FALLBACK)  \
-    TARGET_AVX2 static void                                                     \
-    NAME(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx) \
-    {                                                                           \
-        if (steps[0] != ES || steps[1] != ES) {                                 \
-            FALLBACK(ptrs, steps, n, ctx);                                      \
-            return;                                                             \
-        }                                                                       \
-        SETUP                                                                   \
-        const char *src = ptrs[0];                                              \
-        char *dst = ptrs[1];                                                    \
-        Py_ssize_t i = 0;                                                       \
-        const Py_ssize_t head = ctx->streaming ? stream_head(dst, n, ES, W * ES) : -1; \
-        if (head >= 0) {                                                        \
-            char *head_ptrs[2] = {(char *)src, dst};                            \
-            FALLBACK(head_ptrs, steps, head, ctx);                              \
-            for (i = head; i + W <= n; i += W) {                                \
-                VT x = LOAD(src + i * ES);                                      \
-                STREAM(dst + i * ES, BODY);                                     \
-            }                                                                   \
-            _mm_sfence();                                                       \
-        }                                                                       \
-        for (; i + W <= n; i += W) {                                            \
-            VT x = LOAD(src + i * ES);                                          \
-            STORE(dst + i * ES, BODY);                                          \
-        }                                                                       \
-        char *tail[2] = {(char *)src + i * ES, dst + i * ES};                   \
-        FALLBACK(tail, steps, n - i, ctx);                                      \
+/* ---- float32 lanes: float32, and float16 widened on load (exact) ---- */
+
+/* x > 0 ? a : b, lane by lane; a NaN x is not > 0, so it takes b. */
+TARGET_AVX2 static ALWAYS_INLINE __m256
+select_ps(__m256 x, __m256 a, __m256 b)
+{
+    __m256 positive = _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ);
+    return _mm256_blendv_ps(b, a, positive);  /* a where the mask is set */
+}
+
+/* The operation on 8 lanes.  Backward reads x as grad_output and z as z;
+   the others ignore z. */
+TARGET_AVX2 static ALWAYS_INLINE __m256
+apply_ps(SimdOp op, __m256 x, __m256 z, __m256 alpha)
+{
+    const __m256 one = _mm256_set1_ps(1.0f);
+    switch (op) {
+    case SIMD_FORWARD: return select_ps(x, x, _mm256_mul_ps(x, alpha));
+    case SIMD_GRAD: return select_ps(x, one, alpha);
+    default: return _mm256_mul_ps(x, select_ps(z, one, alpha));
     }
+}
 
-#define AVX2_BINARY(NAME, VT, W, ES, LOAD, STORE, STREAM, SETUP, FALLBACK)       \
-    TARGET_AVX2 static void                                                     \
-    NAME(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx) \
-    {                                                                           \
-        if (steps[0] != ES || steps[1] != ES || steps[2] != ES) {               \
-            FALLBACK(ptrs, steps, n, ctx);                                      \
-            return;                                                             \
-        }                                                                       \
-        SETUP                                                                   \
-        const char *gp = ptrs[0], *zp = ptrs[1];                                \
-        char *dst = ptrs[2];                                                    \
-        Py_ssize_t i = 0;                                                       \
-        const Py_ssize_t head = ctx->streaming ? stream_head(dst, n, ES, W * ES) : -1; \
-        if (head >= 0) {                                                        \
-            char *head_ptrs[3] = {(char *)gp, (char *)zp, dst};                 \
-            FALLBACK(head_ptrs, steps, head, ctx);                              \
-            for (i = head; i + W <= n; i += W) {                                \
-                VT g = LOAD(gp + i * ES), z = LOAD(zp + i * ES);                \
-                STREAM(dst + i * ES, BACKWARD_BODY(g, z));                      \
-            }                                                                   \
-            _mm_sfence();                                                       \
-        }                                                                       \
-        for (; i + W <= n; i += W) {                                            \
-            VT g = LOAD(gp + i * ES), z = LOAD(zp + i * ES);                    \
-            STORE(dst + i * ES, BACKWARD_BODY(g, z));                           \
-        }                                                                       \
-        char *tail[3] = {(char *)gp + i * ES, (char *)zp + i * ES, dst + i * ES}; \
-        FALLBACK(tail, steps, n - i, ctx);                                      \
+TARGET_AVX2 static ALWAYS_INLINE __m256
+load_ps(const char *p, int half)
+{
+    if (half) {
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
     }
+    return _mm256_loadu_ps((const void *)p);
+}
 
-#define SEL(x, a, b) _mm256_blendv_ps((b), (a), _mm256_cmp_ps((x), vzero, _CMP_GT_OQ))
-#define MUL _mm256_mul_ps
-#define SETUP_PS256                                                             \
-    const __m256 va = _mm256_set1_ps(ctx->alpha32), vone = _mm256_set1_ps(1.0f), \
-                 vzero = _mm256_setzero_ps(); \
-    (void)vone; /* the forward loops need no 1.0 */
-#define F32X8_LOAD(p) _mm256_loadu_ps((const void *)(p))
-#define F32X8_STORE(p, v) _mm256_storeu_ps((void *)(p), (v))
-#define F32X8_STREAM(p, v) _mm256_stream_ps((void *)(p), (v))
-#define F16X8_LOAD(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
-#define F16X8_PACK(v) _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define F16X8_STORE(p, v) _mm_storeu_si128((__m128i *)(void *)(p), F16X8_PACK(v))
-#define F16X8_STREAM(p, v) _mm_stream_si128((__m128i *)(void *)(p), F16X8_PACK(v))
-AVX2_UNARY(avx2_forward_f32, __m256, 8, 4, F32X8_LOAD, F32X8_STORE, F32X8_STREAM, SETUP_PS256,
-           FORWARD_BODY(x), forward_loop_f32)
-AVX2_UNARY(avx2_grad_f32, __m256, 8, 4, F32X8_LOAD, F32X8_STORE, F32X8_STREAM, SETUP_PS256,
-           GRAD_BODY(x), grad_loop_f32)
-AVX2_BINARY(avx2_backward_f32, __m256, 8, 4, F32X8_LOAD, F32X8_STORE, F32X8_STREAM, SETUP_PS256,
-            backward_loop_f32)
-AVX2_UNARY(avx2_forward_f16, __m256, 8, 2, F16X8_LOAD, F16X8_STORE, F16X8_STREAM, SETUP_PS256,
-           FORWARD_BODY(x), forward_loop_f16)
-AVX2_UNARY(avx2_grad_f16, __m256, 8, 2, F16X8_LOAD, F16X8_STORE, F16X8_STREAM, SETUP_PS256,
-           GRAD_BODY(x), grad_loop_f16)
-AVX2_BINARY(avx2_backward_f16, __m256, 8, 2, F16X8_LOAD, F16X8_STORE, F16X8_STREAM, SETUP_PS256,
-            backward_loop_f16)
-#undef SEL
-#undef MUL
+/* float16 results are rounded once, to nearest even.  stream: a
+   non-temporal store, to an aligned p. */
+TARGET_AVX2 static ALWAYS_INLINE void
+store_ps(char *p, __m256 v, int half, int stream)
+{
+    if (half) {
+        __m128i narrowed = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        if (stream) {
+            _mm_stream_si128((__m128i *)(void *)p, narrowed);
+        }
+        else {
+            _mm_storeu_si128((__m128i *)(void *)p, narrowed);
+        }
+    }
+    else if (stream) {
+        _mm256_stream_ps((void *)p, v);
+    }
+    else {
+        _mm256_storeu_ps((void *)p, v);
+    }
+}
 
-#define SEL(x, a, b) _mm256_blendv_pd((b), (a), _mm256_cmp_pd((x), vzero, _CMP_GT_OQ))
-#define MUL _mm256_mul_pd
-#define SETUP_PD256                                                             \
-    const __m256d va = _mm256_set1_pd(ctx->alpha), vone = _mm256_set1_pd(1.0),  \
-                  vzero = _mm256_setzero_pd(); \
-    (void)vone; /* the forward loops need no 1.0 */
-#define F64X4_LOAD(p) _mm256_loadu_pd((const void *)(p))
-#define F64X4_STORE(p, v) _mm256_storeu_pd((void *)(p), (v))
-#define F64X4_STREAM(p, v) _mm256_stream_pd((void *)(p), (v))
-AVX2_UNARY(avx2_forward_f64, __m256d, 4, 8, F64X4_LOAD, F64X4_STORE, F64X4_STREAM, SETUP_PD256,
-           FORWARD_BODY(x), forward_loop_f64)
-AVX2_UNARY(avx2_grad_f64, __m256d, 4, 8, F64X4_LOAD, F64X4_STORE, F64X4_STREAM, SETUP_PD256,
-           GRAD_BODY(x), grad_loop_f64)
-AVX2_BINARY(avx2_backward_f64, __m256d, 4, 8, F64X4_LOAD, F64X4_STORE, F64X4_STREAM, SETUP_PD256,
-            backward_loop_f64)
-#undef SEL
-#undef MUL
+/* One unit-stride run of float32 (or float16) elements; anything else goes
+   to the portable loop, which computes the same bits. */
+TARGET_AVX2 static ALWAYS_INLINE void
+kernel_ps(SimdOp op, int half, InnerLoop portable, char *const *ptrs, const Py_ssize_t *steps,
+          Py_ssize_t n, const LoopContext *ctx)
+{
+    const Py_ssize_t size = half ? 2 : 4;  /* bytes per element in memory */
+    const int binary = op == SIMD_BACKWARD;
+    if (steps[0] != size || steps[1] != size || (binary && steps[2] != size)) {
+        portable(ptrs, steps, n, ctx);
+        return;
+    }
+    const __m256 alpha = _mm256_set1_ps(ctx->alpha32);
+    const char *x = ptrs[0], *z = ptrs[1];  /* z: backward's second input */
+    char *out = ptrs[binary ? 2 : 1];
+    Py_ssize_t i = 0;
+    const Py_ssize_t head = ctx->streaming ? stream_head(out, n, size, 8 * size) : -1;
+    if (head >= 0) {
+        portable_part(portable, binary, ptrs, steps, 0, head, size, ctx);
+        for (i = head; i + 8 <= n; i += 8) {
+            __m256 xv = load_ps(x + i * size, half);
+            __m256 zv = binary ? load_ps(z + i * size, half) : xv;
+            store_ps(out + i * size, apply_ps(op, xv, zv, alpha), half, 1);
+        }
+        _mm_sfence();
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m256 xv = load_ps(x + i * size, half);
+        __m256 zv = binary ? load_ps(z + i * size, half) : xv;
+        store_ps(out + i * size, apply_ps(op, xv, zv, alpha), half, 0);
+    }
+    portable_part(portable, binary, ptrs, steps, i, n - i, size, ctx);
+}
+
+/* ---- float64 lanes ---- */
+
+TARGET_AVX2 static ALWAYS_INLINE __m256d
+select_pd(__m256d x, __m256d a, __m256d b)
+{
+    __m256d positive = _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_GT_OQ);
+    return _mm256_blendv_pd(b, a, positive);  /* a where the mask is set */
+}
+
+TARGET_AVX2 static ALWAYS_INLINE __m256d
+apply_pd(SimdOp op, __m256d x, __m256d z, __m256d alpha)
+{
+    const __m256d one = _mm256_set1_pd(1.0);
+    switch (op) {
+    case SIMD_FORWARD: return select_pd(x, x, _mm256_mul_pd(x, alpha));
+    case SIMD_GRAD: return select_pd(x, one, alpha);
+    default: return _mm256_mul_pd(x, select_pd(z, one, alpha));
+    }
+}
+
+/* The float32 kernel's loop on 4 float64 lanes (no float16 here). */
+TARGET_AVX2 static ALWAYS_INLINE void
+kernel_pd(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *steps,
+          Py_ssize_t n, const LoopContext *ctx)
+{
+    const int binary = op == SIMD_BACKWARD;
+    if (steps[0] != 8 || steps[1] != 8 || (binary && steps[2] != 8)) {
+        portable(ptrs, steps, n, ctx);
+        return;
+    }
+    const __m256d alpha = _mm256_set1_pd(ctx->alpha);
+    const char *x = ptrs[0], *z = ptrs[1];
+    char *out = ptrs[binary ? 2 : 1];
+    Py_ssize_t i = 0;
+    const Py_ssize_t head = ctx->streaming ? stream_head(out, n, 8, 32) : -1;
+    if (head >= 0) {
+        portable_part(portable, binary, ptrs, steps, 0, head, 8, ctx);
+        for (i = head; i + 4 <= n; i += 4) {
+            __m256d xv = _mm256_loadu_pd((const void *)(x + i * 8));
+            __m256d zv = binary ? _mm256_loadu_pd((const void *)(z + i * 8)) : xv;
+            _mm256_stream_pd((void *)(out + i * 8), apply_pd(op, xv, zv, alpha));
+        }
+        _mm_sfence();
+    }
+    for (; i + 4 <= n; i += 4) {
+        __m256d xv = _mm256_loadu_pd((const void *)(x + i * 8));
+        __m256d zv = binary ? _mm256_loadu_pd((const void *)(z + i * 8)) : xv;
+        _mm256_storeu_pd((void *)(out + i * 8), apply_pd(op, xv, zv, alpha));
+    }
+    portable_part(portable, binary, ptrs, steps, i, n - i, 8, ctx);
+}
+
+/* ---- the instances in the kernel table ---- */
+
+TARGET_AVX2 static void
+avx2_forward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_FORWARD, 0, forward_loop_f32, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX2 static void
+avx2_grad_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_GRAD, 0, grad_loop_f32, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX2 static void
+avx2_backward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_BACKWARD, 0, backward_loop_f32, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX2 static void
+avx2_forward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_FORWARD, 1, forward_loop_f16, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX2 static void
+avx2_grad_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_GRAD, 1, grad_loop_f16, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX2 static void
+avx2_backward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_BACKWARD, 1, backward_loop_f16, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX2 static void
+avx2_forward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_pd(SIMD_FORWARD, forward_loop_f64, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX2 static void
+avx2_grad_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_pd(SIMD_GRAD, grad_loop_f64, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX2 static void
+avx2_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_pd(SIMD_BACKWARD, backward_loop_f64, ptrs, steps, n, ctx);
+}
+
 SIMD_TABLE(AVX2_KERNELS, avx2)
 #endif /* LEAKY_X86_64 */

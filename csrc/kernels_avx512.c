@@ -2,8 +2,7 @@
  * kernels_avx512.c: the AVX-512 (F, BW, VL, DQ) loops for float16, float32
  * and float64, and their kernel table.  Compiled for the baseline ISA with a
  * per-function target attribute; cpu_dispatch.c picks the table only on a
- * CPU (and OS) that runs it.  The element-wise bodies are leaky.h's
- * FORWARD_BODY, GRAD_BODY and BACKWARD_BODY.
+ * CPU (and OS) that runs it.
  */
 #include "leaky.h"
 
@@ -16,139 +15,254 @@
 #endif
 
 /*
- * The templates below take, per ISA and element kind: the vector type VT,
- * lanes W, element size ES, loads and stores that convert to and from VT,
- * and SEL(x, a, b) = (x > 0 ? a : b) lane by lane.
+ * Each kernel is written once per lane type, as an always-inline function of
+ * the operation (SimdOp) and, for float32 lanes, of whether the elements are
+ * float16 in memory.  The instances at the end pass constants, so each one
+ * compiles to a straight loop of its own.  Masked loads and stores handle
+ * the ragged end, and the head before streaming stores reach a 64-byte line.
  */
-/* ---- AVX-512: masked loads and stores handle the ragged ends ---- */
 
-#define AVX512_UNARY(NAME, VT, W, ES, LOAD, MLOAD, STORE, MSTORE, STREAM, SETUP, BODY, FALLBACK) \
-    TARGET_AVX512 static void                                                   \
-    NAME(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx) \
-    {                                                                           \
-        if (steps[0] != ES || steps[1] != ES) {                                 \
-            FALLBACK(ptrs, steps, n, ctx);                                      \
-            return;                                                             \
-        }                                                                       \
-        SETUP                                                                   \
-        const char *src = ptrs[0];                                              \
-        char *dst = ptrs[1];                                                    \
-        Py_ssize_t i = 0;                                                       \
-        const Py_ssize_t head = ctx->streaming ? stream_head(dst, n, ES, W * ES) : -1; \
-        if (head >= 0) {                                                        \
-            if (head > 0) {                                                     \
-                uint64_t m = (1ull << head) - 1;                                \
-                VT x = MLOAD(src, m);                                           \
-                MSTORE(dst, m, BODY);                                           \
-                i = head;                                                       \
-            }                                                                   \
-            for (; i + W <= n; i += W) {                                        \
-                VT x = LOAD(src + i * ES);                                      \
-                STREAM(dst + i * ES, BODY);                                     \
-            }                                                                   \
-            _mm_sfence();                                                       \
-        }                                                                       \
-        for (; i + W <= n; i += W) {                                            \
-            VT x = LOAD(src + i * ES);                                          \
-            STORE(dst + i * ES, BODY);                                          \
-        }                                                                       \
-        if (i < n) {                                                            \
-            uint64_t m = (1ull << (n - i)) - 1;                                 \
-            VT x = MLOAD(src + i * ES, m);                                      \
-            MSTORE(dst + i * ES, m, BODY);                                      \
-        }                                                                       \
+/* ---- float32 lanes: float32, and float16 widened on load (exact) ---- */
+
+/* x > 0 ? a : b, lane by lane; a NaN x is not > 0, so it takes b. */
+TARGET_AVX512 static ALWAYS_INLINE __m512
+select_ps(__m512 x, __m512 a, __m512 b)
+{
+    __mmask16 positive = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ);
+    return _mm512_mask_blend_ps(positive, b, a);  /* a where the mask is set */
+}
+
+/* The operation on 16 lanes.  Backward reads x as grad_output and z as z;
+   the others ignore z. */
+TARGET_AVX512 static ALWAYS_INLINE __m512
+apply_ps(SimdOp op, __m512 x, __m512 z, __m512 alpha)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    switch (op) {
+    case SIMD_FORWARD: return select_ps(x, x, _mm512_mul_ps(x, alpha));
+    case SIMD_GRAD: return select_ps(x, one, alpha);
+    default: return _mm512_mul_ps(x, select_ps(z, one, alpha));
     }
+}
 
-#define AVX512_BINARY(NAME, VT, W, ES, LOAD, MLOAD, STORE, MSTORE, STREAM, SETUP, FALLBACK) \
-    TARGET_AVX512 static void                                                   \
-    NAME(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx) \
-    {                                                                           \
-        if (steps[0] != ES || steps[1] != ES || steps[2] != ES) {               \
-            FALLBACK(ptrs, steps, n, ctx);                                      \
-            return;                                                             \
-        }                                                                       \
-        SETUP                                                                   \
-        const char *gp = ptrs[0], *zp = ptrs[1];                                \
-        char *dst = ptrs[2];                                                    \
-        Py_ssize_t i = 0;                                                       \
-        const Py_ssize_t head = ctx->streaming ? stream_head(dst, n, ES, W * ES) : -1; \
-        if (head >= 0) {                                                        \
-            if (head > 0) {                                                     \
-                uint64_t m = (1ull << head) - 1;                                \
-                VT g = MLOAD(gp, m), z = MLOAD(zp, m);                          \
-                MSTORE(dst, m, BACKWARD_BODY(g, z));                            \
-                i = head;                                                       \
-            }                                                                   \
-            for (; i + W <= n; i += W) {                                        \
-                VT g = LOAD(gp + i * ES), z = LOAD(zp + i * ES);                \
-                STREAM(dst + i * ES, BACKWARD_BODY(g, z));                      \
-            }                                                                   \
-            _mm_sfence();                                                       \
-        }                                                                       \
-        for (; i + W <= n; i += W) {                                            \
-            VT g = LOAD(gp + i * ES), z = LOAD(zp + i * ES);                    \
-            STORE(dst + i * ES, BACKWARD_BODY(g, z));                           \
-        }                                                                       \
-        if (i < n) {                                                            \
-            uint64_t m = (1ull << (n - i)) - 1;                                 \
-            VT g = MLOAD(gp + i * ES, m), z = MLOAD(zp + i * ES, m);            \
-            MSTORE(dst + i * ES, m, BACKWARD_BODY(g, z));                       \
-        }                                                                       \
+TARGET_AVX512 static ALWAYS_INLINE __m512
+load_ps(const char *p, int half)
+{
+    if (half) {
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
     }
+    return _mm512_loadu_ps((const void *)p);
+}
 
-/* float32 and float16 share the 16-lane float32 vector; float16 converts. */
-#define SEL(x, a, b) _mm512_mask_blend_ps(_mm512_cmp_ps_mask((x), vzero, _CMP_GT_OQ), (b), (a))
-#define MUL _mm512_mul_ps
-#define SETUP_PS                                                                \
-    const __m512 va = _mm512_set1_ps(ctx->alpha32), vone = _mm512_set1_ps(1.0f), \
-                 vzero = _mm512_setzero_ps(); \
-    (void)vone; /* the forward loops need no 1.0 */
-#define F32_LOAD(p) _mm512_loadu_ps((const void *)(p))
-#define F32_MLOAD(p, m) _mm512_maskz_loadu_ps((__mmask16)(m), (const void *)(p))
-#define F32_STORE(p, v) _mm512_storeu_ps((void *)(p), (v))
-#define F32_MSTORE(p, m, v) _mm512_mask_storeu_ps((void *)(p), (__mmask16)(m), (v))
-#define F32_STREAM(p, v) _mm512_stream_ps((void *)(p), (v))
-#define F16_LOAD(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
-#define F16_MLOAD(p, m) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16)(m), (const void *)(p)))
-#define F16_PACK(v) _mm512_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define F16_STORE(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), F16_PACK(v))
-#define F16_MSTORE(p, m, v) _mm256_mask_storeu_epi16((void *)(p), (__mmask16)(m), F16_PACK(v))
-#define F16_STREAM(p, v) _mm256_stream_si256((__m256i *)(void *)(p), F16_PACK(v))
+/* The lanes in mask; the others read as 0 and touch no memory. */
+TARGET_AVX512 static ALWAYS_INLINE __m512
+load_some_ps(const char *p, uint64_t mask, int half)
+{
+    if (half) {
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16)mask, (const void *)p));
+    }
+    return _mm512_maskz_loadu_ps((__mmask16)mask, (const void *)p);
+}
 
-AVX512_UNARY(avx512_forward_f32, __m512, 16, 4, F32_LOAD, F32_MLOAD, F32_STORE, F32_MSTORE,
-             F32_STREAM, SETUP_PS, FORWARD_BODY(x), forward_loop_f32)
-AVX512_UNARY(avx512_grad_f32, __m512, 16, 4, F32_LOAD, F32_MLOAD, F32_STORE, F32_MSTORE,
-             F32_STREAM, SETUP_PS, GRAD_BODY(x), grad_loop_f32)
-AVX512_BINARY(avx512_backward_f32, __m512, 16, 4, F32_LOAD, F32_MLOAD, F32_STORE, F32_MSTORE,
-              F32_STREAM, SETUP_PS, backward_loop_f32)
-AVX512_UNARY(avx512_forward_f16, __m512, 16, 2, F16_LOAD, F16_MLOAD, F16_STORE, F16_MSTORE,
-             F16_STREAM, SETUP_PS, FORWARD_BODY(x), forward_loop_f16)
-AVX512_UNARY(avx512_grad_f16, __m512, 16, 2, F16_LOAD, F16_MLOAD, F16_STORE, F16_MSTORE,
-             F16_STREAM, SETUP_PS, GRAD_BODY(x), grad_loop_f16)
-AVX512_BINARY(avx512_backward_f16, __m512, 16, 2, F16_LOAD, F16_MLOAD, F16_STORE, F16_MSTORE,
-              F16_STREAM, SETUP_PS, backward_loop_f16)
-#undef SEL
-#undef MUL
+/* float16 results are rounded once, to nearest even. */
+TARGET_AVX512 static ALWAYS_INLINE __m256i
+narrow_ps(__m512 v)
+{
+    return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
 
-#define SEL(x, a, b) _mm512_mask_blend_pd(_mm512_cmp_pd_mask((x), vzero, _CMP_GT_OQ), (b), (a))
-#define MUL _mm512_mul_pd
-#define SETUP_PD                                                                \
-    const __m512d va = _mm512_set1_pd(ctx->alpha), vone = _mm512_set1_pd(1.0),  \
-                  vzero = _mm512_setzero_pd(); \
-    (void)vone; /* the forward loops need no 1.0 */
-#define F64_LOAD(p) _mm512_loadu_pd((const void *)(p))
-#define F64_MLOAD(p, m) _mm512_maskz_loadu_pd((__mmask8)(m), (const void *)(p))
-#define F64_STORE(p, v) _mm512_storeu_pd((void *)(p), (v))
-#define F64_MSTORE(p, m, v) _mm512_mask_storeu_pd((void *)(p), (__mmask8)(m), (v))
-#define F64_STREAM(p, v) _mm512_stream_pd((void *)(p), (v))
-AVX512_UNARY(avx512_forward_f64, __m512d, 8, 8, F64_LOAD, F64_MLOAD, F64_STORE, F64_MSTORE,
-             F64_STREAM, SETUP_PD, FORWARD_BODY(x), forward_loop_f64)
-AVX512_UNARY(avx512_grad_f64, __m512d, 8, 8, F64_LOAD, F64_MLOAD, F64_STORE, F64_MSTORE,
-             F64_STREAM, SETUP_PD, GRAD_BODY(x), grad_loop_f64)
-AVX512_BINARY(avx512_backward_f64, __m512d, 8, 8, F64_LOAD, F64_MLOAD, F64_STORE, F64_MSTORE,
-              F64_STREAM, SETUP_PD, backward_loop_f64)
-#undef SEL
-#undef MUL
+/* stream: a non-temporal store, to a 64-byte aligned p. */
+TARGET_AVX512 static ALWAYS_INLINE void
+store_ps(char *p, __m512 v, int half, int stream)
+{
+    if (half && stream) {
+        _mm256_stream_si256((__m256i *)(void *)p, narrow_ps(v));
+    }
+    else if (half) {
+        _mm256_storeu_si256((__m256i *)(void *)p, narrow_ps(v));
+    }
+    else if (stream) {
+        _mm512_stream_ps((void *)p, v);
+    }
+    else {
+        _mm512_storeu_ps((void *)p, v);
+    }
+}
+
+TARGET_AVX512 static ALWAYS_INLINE void
+store_some_ps(char *p, uint64_t mask, __m512 v, int half)
+{
+    if (half) {
+        _mm256_mask_storeu_epi16((void *)p, (__mmask16)mask, narrow_ps(v));
+    }
+    else {
+        _mm512_mask_storeu_ps((void *)p, (__mmask16)mask, v);
+    }
+}
+
+/* One unit-stride run of float32 (or float16) elements; anything else goes
+   to the portable loop, which computes the same bits. */
+TARGET_AVX512 static ALWAYS_INLINE void
+kernel_ps(SimdOp op, int half, InnerLoop portable, char *const *ptrs, const Py_ssize_t *steps,
+          Py_ssize_t n, const LoopContext *ctx)
+{
+    const Py_ssize_t size = half ? 2 : 4;  /* bytes per element in memory */
+    const int binary = op == SIMD_BACKWARD;
+    if (steps[0] != size || steps[1] != size || (binary && steps[2] != size)) {
+        portable(ptrs, steps, n, ctx);
+        return;
+    }
+    const __m512 alpha = _mm512_set1_ps(ctx->alpha32);
+    const char *x = ptrs[0], *z = ptrs[1];  /* z: backward's second input */
+    char *out = ptrs[binary ? 2 : 1];
+    Py_ssize_t i = 0;
+    const Py_ssize_t head = ctx->streaming ? stream_head(out, n, size, 16 * size) : -1;
+    if (head >= 0) {
+        if (head > 0) {
+            uint64_t mask = (1ull << head) - 1;
+            __m512 xv = load_some_ps(x, mask, half);
+            __m512 zv = binary ? load_some_ps(z, mask, half) : xv;
+            store_some_ps(out, mask, apply_ps(op, xv, zv, alpha), half);
+            i = head;
+        }
+        for (; i + 16 <= n; i += 16) {
+            __m512 xv = load_ps(x + i * size, half);
+            __m512 zv = binary ? load_ps(z + i * size, half) : xv;
+            store_ps(out + i * size, apply_ps(op, xv, zv, alpha), half, 1);
+        }
+        _mm_sfence();
+    }
+    for (; i + 16 <= n; i += 16) {
+        __m512 xv = load_ps(x + i * size, half);
+        __m512 zv = binary ? load_ps(z + i * size, half) : xv;
+        store_ps(out + i * size, apply_ps(op, xv, zv, alpha), half, 0);
+    }
+    if (i < n) {
+        uint64_t mask = (1ull << (n - i)) - 1;
+        __m512 xv = load_some_ps(x + i * size, mask, half);
+        __m512 zv = binary ? load_some_ps(z + i * size, mask, half) : xv;
+        store_some_ps(out + i * size, mask, apply_ps(op, xv, zv, alpha), half);
+    }
+}
+
+/* ---- float64 lanes ---- */
+
+TARGET_AVX512 static ALWAYS_INLINE __m512d
+select_pd(__m512d x, __m512d a, __m512d b)
+{
+    __mmask8 positive = _mm512_cmp_pd_mask(x, _mm512_setzero_pd(), _CMP_GT_OQ);
+    return _mm512_mask_blend_pd(positive, b, a);  /* a where the mask is set */
+}
+
+TARGET_AVX512 static ALWAYS_INLINE __m512d
+apply_pd(SimdOp op, __m512d x, __m512d z, __m512d alpha)
+{
+    const __m512d one = _mm512_set1_pd(1.0);
+    switch (op) {
+    case SIMD_FORWARD: return select_pd(x, x, _mm512_mul_pd(x, alpha));
+    case SIMD_GRAD: return select_pd(x, one, alpha);
+    default: return _mm512_mul_pd(x, select_pd(z, one, alpha));
+    }
+}
+
+/* The float32 kernel's loop on 8 float64 lanes (no float16 here). */
+TARGET_AVX512 static ALWAYS_INLINE void
+kernel_pd(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *steps,
+          Py_ssize_t n, const LoopContext *ctx)
+{
+    const int binary = op == SIMD_BACKWARD;
+    if (steps[0] != 8 || steps[1] != 8 || (binary && steps[2] != 8)) {
+        portable(ptrs, steps, n, ctx);
+        return;
+    }
+    const __m512d alpha = _mm512_set1_pd(ctx->alpha);
+    const char *x = ptrs[0], *z = ptrs[1];
+    char *out = ptrs[binary ? 2 : 1];
+    Py_ssize_t i = 0;
+    const Py_ssize_t head = ctx->streaming ? stream_head(out, n, 8, 64) : -1;
+    if (head >= 0) {
+        if (head > 0) {
+            __mmask8 mask = (__mmask8)((1ull << head) - 1);
+            __m512d xv = _mm512_maskz_loadu_pd(mask, (const void *)x);
+            __m512d zv = binary ? _mm512_maskz_loadu_pd(mask, (const void *)z) : xv;
+            _mm512_mask_storeu_pd((void *)out, mask, apply_pd(op, xv, zv, alpha));
+            i = head;
+        }
+        for (; i + 8 <= n; i += 8) {
+            __m512d xv = _mm512_loadu_pd((const void *)(x + i * 8));
+            __m512d zv = binary ? _mm512_loadu_pd((const void *)(z + i * 8)) : xv;
+            _mm512_stream_pd((void *)(out + i * 8), apply_pd(op, xv, zv, alpha));
+        }
+        _mm_sfence();
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m512d xv = _mm512_loadu_pd((const void *)(x + i * 8));
+        __m512d zv = binary ? _mm512_loadu_pd((const void *)(z + i * 8)) : xv;
+        _mm512_storeu_pd((void *)(out + i * 8), apply_pd(op, xv, zv, alpha));
+    }
+    if (i < n) {
+        __mmask8 mask = (__mmask8)((1ull << (n - i)) - 1);
+        __m512d xv = _mm512_maskz_loadu_pd(mask, (const void *)(x + i * 8));
+        __m512d zv = binary ? _mm512_maskz_loadu_pd(mask, (const void *)(z + i * 8)) : xv;
+        _mm512_mask_storeu_pd((void *)(out + i * 8), mask, apply_pd(op, xv, zv, alpha));
+    }
+}
+
+/* ---- the instances in the kernel table ---- */
+
+TARGET_AVX512 static void
+avx512_forward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_FORWARD, 0, forward_loop_f32, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX512 static void
+avx512_grad_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_GRAD, 0, grad_loop_f32, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX512 static void
+avx512_backward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_BACKWARD, 0, backward_loop_f32, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX512 static void
+avx512_forward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_FORWARD, 1, forward_loop_f16, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX512 static void
+avx512_grad_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_GRAD, 1, grad_loop_f16, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX512 static void
+avx512_backward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_BACKWARD, 1, backward_loop_f16, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX512 static void
+avx512_forward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_pd(SIMD_FORWARD, forward_loop_f64, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX512 static void
+avx512_grad_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_pd(SIMD_GRAD, grad_loop_f64, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX512 static void
+avx512_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_pd(SIMD_BACKWARD, backward_loop_f64, ptrs, steps, n, ctx);
+}
 
 SIMD_TABLE(AVX512_KERNELS, avx512)
 #endif /* LEAKY_X86_64 */

@@ -45,82 +45,129 @@ neon_to_half(float32x4_t lo, float32x4_t hi)
     return vreinterpretq_u16_f16(vcombine_f16(vcvt_f16_f32(lo), vcvt_f16_f32(hi)));
 }
 
-/* float32 (4 lanes) and float64 (2 lanes): one template, the portable loop
-   takes strided runs and the ragged end. */
-#define NEON_UNARY(NAME, VT, W, ES, LOAD, STORE, SETUP, BODY, FALLBACK)          \
-    static void                                                                 \
-    NAME(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx) \
-    {                                                                           \
-        if (steps[0] != ES || steps[1] != ES) {                                 \
-            FALLBACK(ptrs, steps, n, ctx);                                      \
-            return;                                                             \
-        }                                                                       \
-        SETUP                                                                   \
-        const uint8_t *src = (const uint8_t *)ptrs[0];                          \
-        uint8_t *dst = (uint8_t *)ptrs[1];                                      \
-        Py_ssize_t i = 0;                                                       \
-        for (; i + W <= n; i += W) {                                            \
-            VT x = LOAD(src + i * ES);                                          \
-            STORE(dst + i * ES, BODY);                                          \
-        }                                                                       \
-        char *tail[2] = {(char *)src + i * ES, (char *)dst + i * ES};           \
-        FALLBACK(tail, steps, n - i, ctx);                                      \
+/*
+ * float32 (4 lanes) and float64 (2 lanes): each kernel is written once per
+ * lane type, as an always-inline function of the operation (SimdOp); the
+ * instances pass constants, so each one compiles to a straight loop of its
+ * own.  The portable loop takes strided runs and the ragged end.
+ */
+
+/* x > 0 ? a : b, lane by lane; a NaN x is not > 0, so it takes b. */
+static ALWAYS_INLINE float32x4_t
+select_f32(float32x4_t x, float32x4_t a, float32x4_t b)
+{
+    return vbslq_f32(vcgtq_f32(x, vdupq_n_f32(0.0f)), a, b);  /* a where the mask is set */
+}
+
+/* The operation on 4 lanes.  Backward reads x as grad_output and z as z;
+   the others ignore z. */
+static ALWAYS_INLINE float32x4_t
+apply_f32(SimdOp op, float32x4_t x, float32x4_t z, float32x4_t alpha)
+{
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    switch (op) {
+    case SIMD_FORWARD: return select_f32(x, x, vmulq_f32(x, alpha));
+    case SIMD_GRAD: return select_f32(x, one, alpha);
+    default: return vmulq_f32(x, select_f32(z, one, alpha));
     }
+}
 
-#define NEON_BINARY(NAME, VT, W, ES, LOAD, STORE, SETUP, FALLBACK)               \
-    static void                                                                 \
-    NAME(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx) \
-    {                                                                           \
-        if (steps[0] != ES || steps[1] != ES || steps[2] != ES) {               \
-            FALLBACK(ptrs, steps, n, ctx);                                      \
-            return;                                                             \
-        }                                                                       \
-        SETUP                                                                   \
-        const uint8_t *gp = (const uint8_t *)ptrs[0], *zp = (const uint8_t *)ptrs[1]; \
-        uint8_t *dst = (uint8_t *)ptrs[2];                                      \
-        Py_ssize_t i = 0;                                                       \
-        for (; i + W <= n; i += W) {                                            \
-            VT g = LOAD(gp + i * ES), z = LOAD(zp + i * ES);                    \
-            STORE(dst + i * ES, BACKWARD_BODY(g, z));                           \
-        }                                                                       \
-        char *tail[3] = {(char *)gp + i * ES, (char *)zp + i * ES, (char *)dst + i * ES}; \
-        FALLBACK(tail, steps, n - i, ctx);                                      \
+static ALWAYS_INLINE void
+kernel_f32(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *steps,
+           Py_ssize_t n, const LoopContext *ctx)
+{
+    const int binary = op == SIMD_BACKWARD;
+    if (steps[0] != 4 || steps[1] != 4 || (binary && steps[2] != 4)) {
+        portable(ptrs, steps, n, ctx);
+        return;
     }
+    const float32x4_t alpha = vdupq_n_f32(ctx->alpha32);
+    const uint8_t *x = (const uint8_t *)ptrs[0], *z = (const uint8_t *)ptrs[1];
+    uint8_t *out = (uint8_t *)ptrs[binary ? 2 : 1];
+    Py_ssize_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t xv = vreinterpretq_f32_u8(vld1q_u8(x + i * 4));
+        float32x4_t zv = binary ? vreinterpretq_f32_u8(vld1q_u8(z + i * 4)) : xv;
+        vst1q_u8(out + i * 4, vreinterpretq_u8_f32(apply_f32(op, xv, zv, alpha)));
+    }
+    portable_part(portable, binary, ptrs, steps, i, n - i, 4, ctx);
+}
 
-#define SEL(x, a, b) vbslq_f32(vcgtq_f32((x), vzero), (a), (b))
-#define MUL vmulq_f32
-#define SETUP_NEON_F32                                                          \
-    const float32x4_t va = vdupq_n_f32(ctx->alpha32), vone = vdupq_n_f32(1.0f), \
-                      vzero = vdupq_n_f32(0.0f);                                \
-    (void)vone; /* the forward loops need no 1.0 */
-#define F32X4_LOAD(p) vreinterpretq_f32_u8(vld1q_u8(p))
-#define F32X4_STORE(p, v) vst1q_u8((p), vreinterpretq_u8_f32(v))
-NEON_UNARY(neon_forward_f32, float32x4_t, 4, 4, F32X4_LOAD, F32X4_STORE, SETUP_NEON_F32,
-           FORWARD_BODY(x), forward_loop_f32)
-NEON_UNARY(neon_grad_f32, float32x4_t, 4, 4, F32X4_LOAD, F32X4_STORE, SETUP_NEON_F32,
-           GRAD_BODY(x), grad_loop_f32)
-NEON_BINARY(neon_backward_f32, float32x4_t, 4, 4, F32X4_LOAD, F32X4_STORE, SETUP_NEON_F32,
-            backward_loop_f32)
-#undef SEL
-#undef MUL
+static ALWAYS_INLINE float64x2_t
+select_f64(float64x2_t x, float64x2_t a, float64x2_t b)
+{
+    return vbslq_f64(vcgtq_f64(x, vdupq_n_f64(0.0)), a, b);  /* a where the mask is set */
+}
 
-#define SEL(x, a, b) vbslq_f64(vcgtq_f64((x), vzero), (a), (b))
-#define MUL vmulq_f64
-#define SETUP_NEON_F64                                                          \
-    const float64x2_t va = vdupq_n_f64(ctx->alpha), vone = vdupq_n_f64(1.0),    \
-                      vzero = vdupq_n_f64(0.0);                                 \
-    (void)vone; /* the forward loops need no 1.0 */
-#define F64X2_LOAD(p) vreinterpretq_f64_u8(vld1q_u8(p))
-#define F64X2_STORE(p, v) vst1q_u8((p), vreinterpretq_u8_f64(v))
-NEON_UNARY(neon_forward_f64, float64x2_t, 2, 8, F64X2_LOAD, F64X2_STORE, SETUP_NEON_F64,
-           FORWARD_BODY(x), forward_loop_f64)
-NEON_UNARY(neon_grad_f64, float64x2_t, 2, 8, F64X2_LOAD, F64X2_STORE, SETUP_NEON_F64,
-           GRAD_BODY(x), grad_loop_f64)
-NEON_BINARY(neon_backward_f64, float64x2_t, 2, 8, F64X2_LOAD, F64X2_STORE, SETUP_NEON_F64,
-            backward_loop_f64)
-#undef SEL
-#undef MUL
+static ALWAYS_INLINE float64x2_t
+apply_f64(SimdOp op, float64x2_t x, float64x2_t z, float64x2_t alpha)
+{
+    const float64x2_t one = vdupq_n_f64(1.0);
+    switch (op) {
+    case SIMD_FORWARD: return select_f64(x, x, vmulq_f64(x, alpha));
+    case SIMD_GRAD: return select_f64(x, one, alpha);
+    default: return vmulq_f64(x, select_f64(z, one, alpha));
+    }
+}
 
+static ALWAYS_INLINE void
+kernel_f64(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *steps,
+           Py_ssize_t n, const LoopContext *ctx)
+{
+    const int binary = op == SIMD_BACKWARD;
+    if (steps[0] != 8 || steps[1] != 8 || (binary && steps[2] != 8)) {
+        portable(ptrs, steps, n, ctx);
+        return;
+    }
+    const float64x2_t alpha = vdupq_n_f64(ctx->alpha);
+    const uint8_t *x = (const uint8_t *)ptrs[0], *z = (const uint8_t *)ptrs[1];
+    uint8_t *out = (uint8_t *)ptrs[binary ? 2 : 1];
+    Py_ssize_t i = 0;
+    for (; i + 2 <= n; i += 2) {
+        float64x2_t xv = vreinterpretq_f64_u8(vld1q_u8(x + i * 8));
+        float64x2_t zv = binary ? vreinterpretq_f64_u8(vld1q_u8(z + i * 8)) : xv;
+        vst1q_u8(out + i * 8, vreinterpretq_u8_f64(apply_f64(op, xv, zv, alpha)));
+    }
+    portable_part(portable, binary, ptrs, steps, i, n - i, 8, ctx);
+}
+
+static void
+neon_forward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_f32(SIMD_FORWARD, forward_loop_f32, ptrs, steps, n, ctx);
+}
+
+static void
+neon_grad_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_f32(SIMD_GRAD, grad_loop_f32, ptrs, steps, n, ctx);
+}
+
+static void
+neon_backward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_f32(SIMD_BACKWARD, backward_loop_f32, ptrs, steps, n, ctx);
+}
+
+static void
+neon_forward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_f64(SIMD_FORWARD, forward_loop_f64, ptrs, steps, n, ctx);
+}
+
+static void
+neon_grad_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_f64(SIMD_GRAD, grad_loop_f64, ptrs, steps, n, ctx);
+}
+
+static void
+neon_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_f64(SIMD_BACKWARD, backward_loop_f64, ptrs, steps, n, ctx);
+}
+
+/* float16: the float32 lanes in two halves, converted in hardware. */
 static void
 neon_forward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {

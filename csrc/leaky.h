@@ -280,11 +280,36 @@ extern const KernelTable NEON_KERNELS;  /* kernels_neon.c */
 /* cpu_dispatch.c: every kernel path this CPU can run, best first; returns the count. */
 int supported_kernels(const KernelTable **tables);
 
-/* The SIMD templates' element-wise bodies, over each ISA's SEL(x, a, b) =
-   (x > 0 ? a : b) lane by lane and MUL, with va = alpha and vone = 1. */
-#define FORWARD_BODY(x) SEL(x, x, MUL(x, va))
-#define GRAD_BODY(x) SEL(x, vone, va)
-#define BACKWARD_BODY(g, z) MUL(g, SEL(z, vone, va))
+/*
+ * What a SIMD kernel computes, lane by lane, as the portable loops define
+ * it: forward x > 0 ? x : alpha * x; grad x > 0 ? 1 : alpha; backward
+ * g * (z > 0 ? 1 : alpha).  Each ISA's kernels take it as a constant
+ * argument of an always-inline function, so every instance compiles to a
+ * loop of its own with no test of `op` left in it.
+ */
+typedef enum { SIMD_FORWARD, SIMD_GRAD, SIMD_BACKWARD } SimdOp;
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define ALWAYS_INLINE __forceinline
+#else
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#endif
+
+/* The portable loop over elements [from, from + count) of a run: the SIMD
+   loops' ragged ends (and AVX2's head before streaming stores). */
+static ALWAYS_INLINE void
+portable_part(InnerLoop portable, int binary, char *const *ptrs, const Py_ssize_t *steps,
+              Py_ssize_t from, Py_ssize_t count, Py_ssize_t size, const LoopContext *ctx)
+{
+    if (binary) {
+        char *part[3] = {ptrs[0] + from * size, ptrs[1] + from * size, ptrs[2] + from * size};
+        portable(part, steps, count, ctx);
+    }
+    else {
+        char *part[2] = {ptrs[0] + from * size, ptrs[1] + from * size};
+        portable(part, steps, count, ctx);
+    }
+}
 
 #ifdef LEAKY_X86_64
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The SIMD kernels against the portable loops, bit for bit, in C
+# (tests/c/kernel_paths.c): natively for this CPU's paths (AVX2, AVX-512),
+# and cross-compiled for arm64 and run under qemu-user for the NEON loops,
+# which no other check here runs.  Seconds.  The arm64 half needs
+# gcc-aarch64-linux-gnu and qemu-user (.ci/run installs them); without them
+# it is skipped with a note, except under CI=true, where it must run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+include=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+sources=(tests/c/kernel_paths.c csrc/loops_portable.c csrc/kernels_avx2.c
+    csrc/kernels_avx512.c csrc/kernels_neon.c csrc/cpu_dispatch.c)
+flags=(-O2 -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter "-I$include" -Icsrc)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+echo "-- native ($(uname -m))"
+gcc "${flags[@]}" "${sources[@]}" -o "$work/native"
+"$work/native"
+
+if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then
+    # The kernels use Python.h for its types only (Py_ssize_t), the same on
+    # every 64-bit Linux, so this machine's headers serve the arm64 build.
+    echo "-- arm64 under qemu-user"
+    aarch64-linux-gnu-gcc "${flags[@]}" -static "${sources[@]}" -o "$work/arm64"
+    qemu-aarch64 "$work/arm64"
+elif [ "${CI:-}" = true ]; then
+    echo "aarch64-linux-gnu-gcc or qemu-aarch64 missing: the NEON loops cannot be checked" >&2
+    exit 1
+else
+    echo "-- arm64 skipped: install gcc-aarch64-linux-gnu and qemu-user to run the NEON loops"
+fi
