@@ -94,13 +94,38 @@ run_part(const ParallelJob *job, int part)
 }
 
 /*
- * Parts are claimed through one ticket: (job number << 32) | next part.
- * Whoever wins the compare-and-swap runs that part, so the caller runs every
- * part that no worker has picked up yet and never waits for a thread that
- * has not started: when the CPUs are busy with other threads (another
- * library's spinning pool, say) a call degrades to the serial speed instead
- * of waiting for a time slice.  A worker that wakes late finds the ticket of
- * a newer job, or none left, and touches nothing.
+ * The hand-off protocol, argued in one place.
+ *
+ * Ownership: a caller owns the pool while `busy` is 1 (pool_for_caller's
+ * compare-and-swap), so there is one job at a time; a caller that finds the
+ * pool busy runs its loop alone.  pool_run publishes a job in this order:
+ * `job`, `helpers`, `done_parts` = 0, `ticket` = (generation << 32) | 0,
+ * and last `generation`, under the lock, waking any sleepers.
+ *
+ * Claiming: parts are claimed through the one ticket.  Whoever wins the
+ * compare-and-swap from (g, i) to (g, i + 1) runs part i, so the caller
+ * runs every part that no worker has picked up yet and never waits for a
+ * thread that has not started: when the CPUs are busy with other threads
+ * (another library's spinning pool, say) a call degrades to the serial
+ * speed instead of waiting for a time slice.  A worker that wakes late
+ * finds the ticket of a newer job, or none left, and touches nothing.
+ *
+ * threads=N means N: a worker joins a job only while its index is below
+ * the job's `helpers` (without this check every awake worker would take
+ * parts).  `helpers` is read after the new generation, which pool_run
+ * publishes after it; a stale value can only come from a later job, whose
+ * ticket then turns this worker away.
+ *
+ * Completion: each finished part adds one to `done_parts`; the caller
+ * returns once that equals the job's part count, spinning briefly and then
+ * sleeping on `done`, which the finisher of the last part broadcasts under
+ * the lock (the caller checks under the same lock, so no wake-up is lost).
+ *
+ * Known hole, found by review and not yet closed: pool_run rewrites `job`
+ * while the previous job's ticket is still installed, so a late worker that
+ * loaded the old ticket can read the new job's `nparts`, win its
+ * compare-and-swap on the old ticket's value, and run and count a part of
+ * the new job while pool_run is still writing it.
  */
 typedef struct {
     ThreadPool *pool;
@@ -196,10 +221,7 @@ worker_main(void *arg)
             break;
         }
         seen = generation;
-        /* threads=N means N: without this check every awake worker would
-           take parts.  `helpers` is read after the new generation, which
-           pool_run publishes after it; a stale value can only come from a
-           later job, whose ticket then turns this worker away anyway. */
+        /* threads=N means N (the protocol above) */
         if (slot->index < ATOMIC_LOAD(&pool->helpers)) {
             pool_work_on(pool, generation, &slot->parts_run);
         }
