@@ -22,7 +22,7 @@ def switch(name: str) -> bool:
 # through per-function target attributes and chosen at import.
 link_args: list[str] = []
 libraries: list[str] = []
-#
+
 # csrc/ is several files, one per concern, but release builds link them with
 # link-time optimisation, so the compiler inlines across files as it did when
 # the extension was one file: without it, callgrind counted 70-100 more

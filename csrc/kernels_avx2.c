@@ -15,12 +15,10 @@
 #endif
 
 /*
- * Each kernel is written once per lane type, as an always-inline function of
- * the operation (SimdOp) and, for float32 lanes, of whether the elements are
- * float16 in memory.  The instances at the end pass constants, so each one
- * compiles to a straight loop of its own.  AVX2 has no masked 16-bit
- * stores; for every format alike, the portable loop finishes the ragged end
- * and writes the head before streaming stores reach a 32-byte boundary.
+ * One kernel per lane type (leaky.h, SimdOp); float16 shares the float32
+ * lanes.  AVX2 has no masked 16-bit stores; for every format alike, the
+ * portable loop finishes the ragged end and writes the head before
+ * streaming stores reach a 32-byte boundary.
  */
 
 /* ---- float32 lanes: float32, and float16 widened on load (exact) ---- */

@@ -15,11 +15,9 @@
 #endif
 
 /*
- * Each kernel is written once per lane type, as an always-inline function of
- * the operation (SimdOp) and, for float32 lanes, of whether the elements are
- * float16 in memory.  The instances at the end pass constants, so each one
- * compiles to a straight loop of its own.  Masked loads and stores handle
- * the ragged end, and the head before streaming stores reach a 64-byte line.
+ * One kernel per lane type (leaky.h, SimdOp); float16 shares the float32
+ * lanes.  Masked loads and stores handle the ragged end, and the head before
+ * streaming stores reach a 64-byte line.
  */
 
 /* ---- float32 lanes: float32, and float16 widened on load (exact) ---- */

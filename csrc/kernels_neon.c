@@ -46,10 +46,9 @@ neon_to_half(float32x4_t lo, float32x4_t hi)
 }
 
 /*
- * float32 (4 lanes) and float64 (2 lanes): each kernel is written once per
- * lane type, as an always-inline function of the operation (SimdOp); the
- * instances pass constants, so each one compiles to a straight loop of its
- * own.  The portable loop takes strided runs and the ragged end.
+ * float32 (4 lanes) and float64 (2 lanes): one kernel per lane type
+ * (leaky.h, SimdOp).  The portable loop takes strided runs and the ragged
+ * end.
  */
 
 /* x > 0 ? a : b, lane by lane; a NaN x is not > 0, so it takes b. */

@@ -283,9 +283,11 @@ int supported_kernels(const KernelTable **tables);
 /*
  * What a SIMD kernel computes, lane by lane, as the portable loops define
  * it: forward x > 0 ? x : alpha * x; grad x > 0 ? 1 : alpha; backward
- * g * (z > 0 ? 1 : alpha).  Each ISA's kernels take it as a constant
- * argument of an always-inline function, so every instance compiles to a
- * loop of its own with no test of `op` left in it.
+ * g * (z > 0 ? 1 : alpha).  Each ISA's file writes its kernel once per
+ * lane type, as an always-inline function of `op` (and, on float32 lanes,
+ * of whether the elements are float16 in memory); the instances in its
+ * kernel table pass constants, so each compiles to a straight loop of its
+ * own with no test of `op` left in it.
  */
 typedef enum { SIMD_FORWARD, SIMD_GRAD, SIMD_BACKWARD } SimdOp;
 
