@@ -35,7 +35,7 @@ operand_normalize(Operand *op, const char *fname)
             op->shape[d] = v->shape[d];
         }
         op->strides[d] = v->strides != NULL ? v->strides[d] : stride;
-        stride *= op->shape[d];
+        stride = outer_stride(stride, op->shape[d]);
     }
     return 0;
 }
@@ -54,7 +54,7 @@ operand_acquire_input(LeakyState *st, Operand *op, PyObject *obj, const char *fn
                       const char *argname)
 {
     if (ndarray_operand(st, obj, op, 0)) {
-        return 0;
+        return operand_check_size(op, fname, argname);
     }
     if (PyObject_GetBuffer(obj, &op->view, PyBUF_RECORDS_RO) < 0) {
         return -1;
@@ -78,7 +78,10 @@ operand_acquire_input(LeakyState *st, Operand *op, PyObject *obj, const char *fn
                      op->view.itemsize);
         return -1;
     }
-    return operand_normalize(op, fname);
+    if (operand_normalize(op, fname) < 0) {
+        return -1;
+    }
+    return operand_check_size(op, fname, argname);
 }
 
 static PyObject *
@@ -154,7 +157,29 @@ operand_acquire_out(LeakyState *st, Operand *op, PyObject *obj, const char *fnam
         Py_XDECREF(expected);
         return -1;
     }
-    return 0;
+    return operand_check_size(op, fname, "out");
+}
+
+/*
+ * A result whose byte count would not fit in Py_ssize_t (an int8 input
+ * broadcast to 2**61 elements has a float64 result 8 times its size):
+ * ValueError before anything is allocated, with NumPy's words for it.
+ */
+static int
+check_result_size(const char *fname, ElemKind result_kind, const Operand *like)
+{
+    Py_ssize_t nbytes;
+    if (!checked_nbytes(like->view.ndim, like->shape, itemsize_of_result(result_kind), &nbytes)) {
+        return 0;
+    }
+    PyObject *shape = shape_as_tuple(like->view.ndim, like->shape);
+    if (shape != NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s() result is too big: shape %R of %s takes more than %zd bytes",
+                     fname, shape, name_of_result(result_kind), PY_SSIZE_T_MAX);
+        Py_DECREF(shape);
+    }
+    return -1;
 }
 
 /*
@@ -225,6 +250,9 @@ prepare_output(LeakyState *st, const char *fname, PyObject *source, PyObject *ou
         *finish = NULL;
         return 0;
     }
+    if (check_result_size(fname, result_kind, like) < 0) {
+        return -1;
+    }
     *target = new_ndarray_result(st, source, result_kind, like, out_op);
     if (*target != NULL) {
         *finish = NULL;
@@ -265,6 +293,21 @@ should_stream(const LeakyState *st, PyObject *out_obj, const Operand *out,
            out->view.len >= ATOMIC_LOAD(&st->tuning.stream_bytes);
 }
 
+/*
+ * An out= that may overlap itself is computed in logical C order from
+ * copies of the inputs, so the last write in C order wins (NumPy's result);
+ * a fresh result is C-contiguous, and the inputs' layout decides the order
+ * (plan_reorder); any other out= decides it itself.
+ */
+static LoopOrder
+loop_order(PyObject *out_obj, int self_overlap)
+{
+    if (self_overlap) {
+        return ORDER_C;
+    }
+    return out_obj == NULL ? ORDER_INPUTS_FIRST : ORDER_ANY;
+}
+
 PyObject *
 unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObject *out_obj,
              double alpha, int threads)
@@ -280,17 +323,20 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
         goto done;
     }
     const int overlaps = operands_overlap(&in, &out);
+    const int self_overlap = out_obj != NULL && operand_overlaps_itself(&out);
     int failed;
-    detached = detach_from_output(&in, &out, &failed);
+    detached = detach_from_output(&in, &out, self_overlap, &failed);
     if (failed) {
         goto done;
     }
     LoopContext ctx = make_context(alpha);
-    ctx.streaming = should_stream(st, out_obj, &out, overlaps && !detached);
+    ctx.streaming = !self_overlap && should_stream(st, out_obj, &out, overlaps && !detached);
     Operand *ops[2] = {&in, &out};
     const KernelTable *kernels = st->kernels;
-    run_elementwise(st, ops, 2, (op == OP_FORWARD ? kernels->forward : kernels->grad)[in.kind],
-                    &ctx, threads);
+    if (run_elementwise(st, ops, 2, (op == OP_FORWARD ? kernels->forward : kernels->grad)[in.kind],
+                        &ctx, threads, loop_order(out_obj, self_overlap)) < 0) {
+        goto done;
+    }
     operand_release(&out);
     result = finish_result(target, finish);
 done:
@@ -337,17 +383,18 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
     }
     const int grad_overlaps = operands_overlap(&grad, &out);
     const int z_overlaps = operands_overlap(&z, &out);
+    const int self_overlap = out_obj != NULL && operand_overlaps_itself(&out);
     int failed;
-    detached_grad = detach_from_output(&grad, &out, &failed);
+    detached_grad = detach_from_output(&grad, &out, self_overlap, &failed);
     if (failed) {
         goto done;
     }
-    detached_z = detach_from_output(&z, &out, &failed);
+    detached_z = detach_from_output(&z, &out, self_overlap, &failed);
     if (failed) {
         goto done;
     }
     LoopContext ctx = make_context(alpha);
-    ctx.streaming =
+    ctx.streaming = !self_overlap &&
         should_stream(st, out_obj, &out, (grad_overlaps && !detached_grad) + (z_overlaps && !detached_z));
     ctx.grad_kind = grad.kind;
     ctx.z_kind = z.kind;
@@ -356,7 +403,9 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
         loop = st->kernels->backward_same[grad.kind - KIND_F16];
     }
     Operand *ops[3] = {&grad, &z, &out};
-    run_elementwise(st, ops, 3, loop, &ctx, threads);
+    if (run_elementwise(st, ops, 3, loop, &ctx, threads, loop_order(out_obj, self_overlap)) < 0) {
+        goto done;
+    }
     operand_release(&out);
     result = finish_result(target, finish);
 done:

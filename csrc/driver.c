@@ -10,46 +10,164 @@
 #include "leaky.h"
 
 /*
+ * Merges neighbours (d, d + 1) that are contiguous in every operand: the
+ * pair walks the same addresses as one axis of their combined length.
+ */
+static void
+plan_coalesce(LoopPlan *plan, int nops)
+{
+    int kept = 0;
+    for (int d = 1; d < plan->ndim; d++) {
+        int mergeable = 1;
+        for (int op = 0; op < nops && mergeable; op++) {
+            Py_ssize_t step;  /* wild strides may overflow here: then no merge */
+            mergeable = !checked_mul(plan->strides[op][d], plan->shape[d], &step) &&
+                        plan->strides[op][kept] == step;
+        }
+        if (mergeable) {
+            plan->shape[kept] *= plan->shape[d];
+            for (int op = 0; op < nops; op++) {
+                plan->strides[op][kept] = plan->strides[op][d];
+            }
+        }
+        else {
+            kept++;
+            plan->shape[kept] = plan->shape[d];
+            for (int op = 0; op < nops; op++) {
+                plan->strides[op][kept] = plan->strides[op][d];
+            }
+        }
+    }
+    plan->ndim = kept + 1;
+}
+
+/*
+ * 1 if axis a should run inside axis b: decided by the first operand, in
+ * the order of priority, that steps along both (stride 0 is a broadcast and
+ * says nothing) with different step sizes; 0 (keep the C order) if none does.
+ */
+static int
+runs_inside(const LoopPlan *plan, const int *priority, int nops, int a, int b)
+{
+    for (int i = 0; i < nops; i++) {
+        const Py_ssize_t *strides = plan->strides[priority[i]];
+        Py_ssize_t sa = strides[a] < 0 ? -strides[a] : strides[a];
+        Py_ssize_t sb = strides[b] < 0 ? -strides[b] : strides[b];
+        if (sa != 0 && sb != 0 && sa != sb) {
+            return sa < sb;
+        }
+    }
+    return 0;
+}
+
+/*
+ * What NumPy's iterator does for a transposed, F-ordered or reversed
+ * array: flip the axes that every operand walks backwards (none forwards),
+ * moving each base to the axis's far end, then sort the axes so the smallest
+ * steps are innermost, and merge again.  The output's strides decide first
+ * (contiguous stores), the inputs' where they do not (ties, broadcasts);
+ * ORDER_INPUTS_FIRST reverses that for a fresh C-contiguous result, whose
+ * order would fight a transposed input's (measured: docs/performance.md).
+ * Identical operands get the same flips and permutation, so in place stays
+ * element for element in place.
+ */
+static void
+plan_reorder(LoopPlan *plan, int nops, char **base, LoopOrder order)
+{
+    const int ndim = plan->ndim;
+    int changed = 0;
+    for (int d = 0; d < ndim; d++) {
+        int backwards = 0, forwards = 0;
+        for (int op = 0; op < nops; op++) {
+            backwards |= plan->strides[op][d] < 0;
+            forwards |= plan->strides[op][d] > 0;
+        }
+        if (backwards && !forwards) {
+            for (int op = 0; op < nops; op++) {
+                base[op] += plan->strides[op][d] * (plan->shape[d] - 1);
+                plan->strides[op][d] = -plan->strides[op][d];
+            }
+            changed = 1;
+        }
+    }
+    int priority[MAX_OPERANDS];
+    for (int i = 0; i < nops; i++) {
+        /* ORDER_ANY: the output (last operand), then the inputs in order */
+        priority[i] = order == ORDER_INPUTS_FIRST ? i : (i + nops - 1) % nops;
+    }
+    int perm[PyBUF_MAX_NDIM];
+    for (int d = 0; d < ndim; d++) {
+        perm[d] = d;
+    }
+    for (int i = 1; i < ndim; i++) {  /* insertion sort, stable: few axes */
+        int axis = perm[i], j = i;
+        while (j > 0 && runs_inside(plan, priority, nops, perm[j - 1], axis)) {
+            perm[j] = perm[j - 1];
+            j--;
+        }
+        perm[j] = axis;
+        changed |= j != i;
+    }
+    if (!changed) {
+        return;
+    }
+    LoopPlan sorted = {.ndim = ndim};
+    for (int d = 0; d < ndim; d++) {
+        sorted.shape[d] = plan->shape[perm[d]];
+        for (int op = 0; op < nops; op++) {
+            sorted.strides[op][d] = plan->strides[op][perm[d]];
+        }
+    }
+    plan_coalesce(&sorted, nops);
+    plan->ndim = sorted.ndim;
+    memcpy(plan->shape, sorted.shape, sizeof(Py_ssize_t) * (size_t)sorted.ndim);
+    for (int op = 0; op < nops; op++) {
+        memcpy(plan->strides[op], sorted.strides[op], sizeof(Py_ssize_t) * (size_t)sorted.ndim);
+    }
+}
+
+/*
  * Drops unit dimensions and merges neighbours that are contiguous in every
  * operand, so a C-contiguous (or uniformly strided) array of any rank
- * becomes one long inner loop.  Returns 0 when there is nothing to do.
+ * becomes one long inner loop; what is left with two or more axes is
+ * reordered unless the order is ORDER_C (plan_reorder).  base[op] may move
+ * (flipped axes).  Returns the element count: 0 when there is nothing to do,
+ * -1 if it overflows (operand_check_size makes that unreachable for
+ * operands it has seen).
  */
 static Py_ssize_t
 plan_build(LoopPlan *plan, int ndim, const Py_ssize_t *shape, int nops,
-           const Py_ssize_t *const *strides)
+           const Py_ssize_t *const *strides, char **base, LoopOrder order)
 {
     Py_ssize_t total = 1;
     plan->ndim = 0;
     for (int d = 0; d < ndim; d++) {
-        total *= shape[d];
+        if (checked_mul(total, shape[d], &total)) {
+            return -1;
+        }
         if (shape[d] == 1) {
             continue;
         }
-        int last = plan->ndim - 1;
-        int mergeable = last >= 0;
-        for (int op = 0; op < nops && mergeable; op++) {
-            mergeable = plan->strides[op][last] == strides[op][d] * shape[d];
+        plan->shape[plan->ndim] = shape[d];
+        for (int op = 0; op < nops; op++) {
+            plan->strides[op][plan->ndim] = strides[op][d];
         }
-        if (mergeable) {
-            plan->shape[last] *= shape[d];
-            for (int op = 0; op < nops; op++) {
-                plan->strides[op][last] = strides[op][d];
-            }
-        }
-        else {
-            plan->shape[plan->ndim] = shape[d];
-            for (int op = 0; op < nops; op++) {
-                plan->strides[op][plan->ndim] = strides[op][d];
-            }
-            plan->ndim++;
-        }
+        plan->ndim++;
     }
-    if (total != 0 && plan->ndim == 0) {  /* a single element */
+    if (total == 0) {
+        return 0;
+    }
+    if (plan->ndim == 0) {  /* a single element */
         plan->ndim = 1;
         plan->shape[0] = 1;
         for (int op = 0; op < nops; op++) {
             plan->strides[op][0] = 0;
         }
+        return total;
+    }
+    plan_coalesce(plan, nops);
+    if (plan->ndim > 1 && order != ORDER_C) {  /* C-contiguous inputs never get here */
+        plan_reorder(plan, nops, base, order);
     }
     return total;
 }
@@ -87,16 +205,19 @@ plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop, cons
     }
 }
 
-/* The plan for operands that all have the shape of ops[0]; returns the element count. */
+/*
+ * The plan for operands that all have the shape of ops[0], the output last;
+ * returns the element count (-1 on overflow, see plan_build).
+ */
 Py_ssize_t
-plan_operands(LoopPlan *plan, Operand *const *ops, int nops, char **base)
+plan_operands(LoopPlan *plan, Operand *const *ops, int nops, char **base, LoopOrder order)
 {
     const Py_ssize_t *strides[MAX_OPERANDS];
     for (int op = 0; op < nops; op++) {
         strides[op] = ops[op]->strides;
         base[op] = (char *)ops[op]->view.buf;
     }
-    return plan_build(plan, ops[0]->view.ndim, ops[0]->shape, nops, strides);
+    return plan_build(plan, ops[0]->view.ndim, ops[0]->shape, nops, strides, base, order);
 }
 
 /* Runs loop over the operands on this thread. */
@@ -105,41 +226,128 @@ run_serial(Operand *const *ops, int nops, InnerLoop loop, const LoopContext *ctx
 {
     LoopPlan plan;
     char *base[MAX_OPERANDS];
-    if (plan_operands(&plan, ops, nops, base) > 0) {
+    if (plan_operands(&plan, ops, nops, base, ORDER_ANY) > 0) {
         plan_run(&plan, nops, base, loop, ctx);
     }
 }
 
-/* Byte range [*lo, *hi) that a view can touch; empty views touch nothing. */
+/*
+ * Byte offsets [*lo, *hi) from view.buf that a view can touch.  Returns 0
+ * for an empty view (it touches nothing), 1 otherwise, and -1 if the
+ * offsets or their distance do not fit in Py_ssize_t: no real buffer spans
+ * that, but NumPy's as_strided makes such views.
+ */
 static int
-operand_extent(const Operand *op, char **lo, char **hi)
+extent_offsets(const Operand *op, Py_ssize_t *lo, Py_ssize_t *hi)
 {
-    char *start = (char *)op->view.buf, *end = start;
     for (int d = 0; d < op->view.ndim; d++) {
         if (op->shape[d] == 0) {
             return 0;
         }
-        Py_ssize_t span = op->strides[d] * (op->shape[d] - 1);
-        if (span < 0) {
-            start += span;
-        }
-        else {
-            end += span;
+    }
+    Py_ssize_t low = 0, high = op->view.itemsize, span, width;
+    for (int d = 0; d < op->view.ndim; d++) {
+        if (checked_mul(op->strides[d], op->shape[d] - 1, &span) ||
+            checked_add(span < 0 ? low : high, span, span < 0 ? &low : &high)) {
+            return -1;
         }
     }
-    *lo = start;
-    *hi = end + op->view.itemsize;
+    if (low == PY_SSIZE_T_MIN || checked_add(high, -low, &width)) {  /* low <= 0 */
+        return -1;
+    }
+    *lo = low;
+    *hi = high;
+    return 1;
+}
+
+/*
+ * Every buffer leaky reads or writes passes here first: its byte count and
+ * its extent must fit in Py_ssize_t, so that nothing computed from its
+ * shape and strides later (the overlap tests, detach_from_output's copy,
+ * plan_build's total) can overflow.  ValueError otherwise, as NumPy's
+ * "array is too big".
+ */
+int
+operand_check_size(const Operand *op, const char *fname, const char *argname)
+{
+    Py_ssize_t nbytes, lo, hi;
+    if (checked_nbytes(op->view.ndim, op->shape, op->view.itemsize, &nbytes) ||
+        extent_offsets(op, &lo, &hi) < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s() argument '%s' is too big: its shape and strides span more than "
+                     "%zd bytes", fname, argname, PY_SSIZE_T_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+/* Byte range [*lo, *hi) that a view can touch, as addresses; 0 if it touches nothing. */
+static int
+operand_extent(const Operand *op, uintptr_t *lo, uintptr_t *hi)
+{
+    Py_ssize_t low, high;
+    int touched = extent_offsets(op, &low, &high);
+    assert(touched >= 0);  /* operand_check_size saw every operand */
+    if (touched <= 0) {
+        return 0;
+    }
+    *lo = (uintptr_t)op->view.buf + (uintptr_t)low;  /* unsigned: wraps, never UB */
+    *hi = (uintptr_t)op->view.buf + (uintptr_t)high;
     return 1;
 }
 
 int
 operands_overlap(const Operand *a, const Operand *b)
 {
-    char *alo, *ahi, *blo, *bhi;
+    uintptr_t alo, ahi, blo, bhi;
     if (!operand_extent(a, &alo, &ahi) || !operand_extent(b, &blo, &bhi)) {
         return 0;
     }
     return alo < bhi && blo < ahi;
+}
+
+/*
+ * Whether two elements of one view may share a byte: conservative (it may
+ * say yes for a view that does not), never wrong the other way.  Yes if an
+ * axis of length > 1 has stride 0; otherwise the axes are taken smallest
+ * |stride| first, and each must step past everything the smaller ones span,
+ * one element included, or the view may overlap itself: a sliding window,
+ * an item-size-unaligned stride, a view that folds back on itself.
+ */
+int
+operand_overlaps_itself(const Operand *op)
+{
+    Py_ssize_t side[PyBUF_MAX_NDIM], step[PyBUF_MAX_NDIM];
+    int n = 0;
+    for (int d = 0; d < op->view.ndim; d++) {
+        if (op->shape[d] == 0) {
+            return 0;
+        }
+    }
+    for (int d = 0; d < op->view.ndim; d++) {
+        if (op->shape[d] == 1) {
+            continue;
+        }
+        Py_ssize_t s = op->strides[d] < 0 ? -op->strides[d] : op->strides[d];
+        if (s == 0) {
+            return 1;
+        }
+        int j = n++;
+        for (; j > 0 && step[j - 1] > s; j--) {  /* insertion sort by |stride| */
+            step[j] = step[j - 1];
+            side[j] = side[j - 1];
+        }
+        step[j] = s;
+        side[j] = op->shape[d];
+    }
+    Py_ssize_t reach = op->view.itemsize;  /* bytes the smaller axes span */
+    for (int k = 0; k < n; k++) {
+        if (step[k] < reach) {
+            return 1;
+        }
+        reach += step[k] * (side[k] - 1);  /* within the checked extent */
+    }
+    return 0;
 }
 
 /* Same memory, element for element: safe to compute in place. */
@@ -162,23 +370,30 @@ operands_identical(const Operand *a, const Operand *b)
 /*
  * When an input partially overlaps the output, writing the output would
  * clobber input elements not yet read.  Like NumPy, read from a private copy
- * instead.  Returns the copy (to be freed by the caller), or NULL with
- * *failed set on allocation failure.
+ * instead.  An input identical to the output is safe in place, unless the
+ * output overlaps itself (output_overlaps_itself, from
+ * operand_overlaps_itself): then one element's write changes another's
+ * input, so identical inputs are copied too.  Returns the copy (to be freed
+ * by the caller), or NULL with *failed set on allocation failure.
  */
 char *
-detach_from_output(Operand *input, const Operand *output, int *failed)
+detach_from_output(Operand *input, const Operand *output, int output_overlaps_itself,
+                   int *failed)
 {
     *failed = 0;
-    if (!operands_overlap(input, output) || operands_identical(input, output)) {
+    if (!operands_overlap(input, output) ||
+        (!output_overlaps_itself && operands_identical(input, output))) {
         return NULL;
     }
-    Py_ssize_t count = 1;
-    for (int d = 0; d < input->view.ndim; d++) {
-        count *= input->shape[d];
-    }
     const Py_ssize_t itemsize = input->view.itemsize;
-    assert(count > 0 && itemsize > 0 && count <= PY_SSIZE_T_MAX / itemsize);
-    char *copy = PyMem_Malloc((size_t)(count * itemsize));
+    Py_ssize_t nbytes;
+    if (checked_nbytes(input->view.ndim, input->shape, itemsize, &nbytes)) {
+        *failed = 1;  /* operand_check_size rules this out; kept as a guard */
+        PyErr_SetString(PyExc_ValueError, "leaky: an input is too big to copy");
+        return NULL;
+    }
+    assert(nbytes > 0);
+    char *copy = PyMem_Malloc((size_t)nbytes);
     if (copy == NULL) {
         *failed = 1;
         PyErr_NoMemory();
@@ -202,23 +417,30 @@ detach_from_output(Operand *input, const Operand *output, int *failed)
 }
 
 /*
- * Runs loop over operands that all have the shape of ops[0]: on this thread
- * for small arrays; for large ones without the GIL and, unless threads == 1,
- * split across the pool.  threads == 0 means "choose by size".
+ * Runs loop over operands that all have the shape of ops[0], the output
+ * last: on this thread for small arrays; for large ones without the GIL and,
+ * unless threads == 1, split across the pool.  threads == 0 means "choose by
+ * size".  ORDER_C (an output that may overlap itself) always runs on one
+ * thread, so the last write in C order wins.  Returns -1 with ValueError if
+ * the element count overflows, 0 otherwise.
  */
-void
+int
 run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
-                const LoopContext *ctx, int threads)
+                const LoopContext *ctx, int threads, LoopOrder order)
 {
     LoopPlan plan;
     ParallelJob job = {.plan = &plan, .nops = nops, .loop = loop, .ctx = ctx};
-    Py_ssize_t total = plan_operands(&plan, ops, nops, job.base);
-    if (total == 0) {
-        return;
+    Py_ssize_t total = plan_operands(&plan, ops, nops, job.base, order);
+    if (total <= 0) {
+        if (total < 0) {
+            PyErr_Format(PyExc_ValueError, "leaky: more than %zd elements", PY_SSIZE_T_MAX);
+            return -1;
+        }
+        return 0;
     }
     if (total < ATOMIC_LOAD(&st->tuning.gil_threshold)) {
         plan_run(&plan, nops, job.base, loop, ctx);
-        return;
+        return 0;
     }
     if (threads == 0) {
         threads = total >= ATOMIC_LOAD(&st->tuning.parallel_threshold) ? st->max_threads : 1;
@@ -228,6 +450,9 @@ run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
     }
     if (plan.shape[0] < threads) {
         threads = (int)plan.shape[0];
+    }
+    if (order == ORDER_C) {
+        threads = 1;
     }
     Py_BEGIN_ALLOW_THREADS
     ThreadPool *pool = threads > 1 ? pool_for_caller(st) : NULL;
@@ -245,4 +470,5 @@ run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
         plan_run(&plan, nops, job.base, loop, ctx);
     }
     Py_END_ALLOW_THREADS
+    return 0;
 }

@@ -356,6 +356,79 @@ stream_head(const char *dst, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize_t vecto
 /* The n-d driver (driver.c) and the thread pool (pool.c)             */
 /* ------------------------------------------------------------------ */
 
+/*
+ * Overflow-checked Py_ssize_t arithmetic, for byte counts and extents
+ * computed from shapes and strides that any exporter (or NumPy's
+ * as_strided) may hand us.  Each returns 1, leaving *r unset, on overflow.
+ */
+static inline int
+checked_mul(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *r)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_mul_overflow(a, b, r);
+#else
+    if (a == 0 || b == 0) {
+        *r = 0;
+        return 0;
+    }
+    if (a == PY_SSIZE_T_MIN || b == PY_SSIZE_T_MIN) {
+        return 1;  /* conservative: no real extent gets near it */
+    }
+    Py_ssize_t ua = a < 0 ? -a : a, ub = b < 0 ? -b : b;
+    if (ua > PY_SSIZE_T_MAX / ub) {
+        return 1;
+    }
+    *r = a * b;
+    return 0;
+#endif
+}
+
+static inline int
+checked_add(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *r)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_add_overflow(a, b, r);
+#else
+    if ((b > 0 && a > PY_SSIZE_T_MAX - b) || (b < 0 && a < PY_SSIZE_T_MIN - b)) {
+        return 1;
+    }
+    *r = a + b;
+    return 0;
+#endif
+}
+
+/* itemsize times the product of the shape (0 if any side is 0); 1 on overflow. */
+static inline int
+checked_nbytes(int ndim, const Py_ssize_t *shape, Py_ssize_t itemsize, Py_ssize_t *nbytes)
+{
+    Py_ssize_t n = itemsize;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 0) {
+            *nbytes = 0;
+            return 0;
+        }
+    }
+    for (int d = 0; d < ndim; d++) {
+        if (checked_mul(n, shape[d], &n)) {
+            return 1;
+        }
+    }
+    *nbytes = n;
+    return 0;
+}
+
+/*
+ * The C-order stride of the next axis out: stride * side.  It can overflow
+ * only in an empty array (a side is 0, checked_nbytes is 0) with huge other
+ * sides, whose strides nobody follows; 0 then.
+ */
+static inline Py_ssize_t
+outer_stride(Py_ssize_t stride, Py_ssize_t side)
+{
+    Py_ssize_t r;
+    return checked_mul(stride, side, &r) ? 0 : r;
+}
+
 /* A buffer as the driver sees it: always with shape and strides filled in. */
 typedef struct {
     Py_buffer view;
@@ -383,11 +456,26 @@ typedef struct {
 
 typedef struct ThreadPool ThreadPool;
 
-Py_ssize_t plan_operands(LoopPlan *plan, Operand *const *ops, int nops, char **base);
+/*
+ * The order a plan walks its elements in.  The output is always the last
+ * operand.  ORDER_ANY and ORDER_INPUTS_FIRST flip the axes every operand walks
+ * backwards and sort the axes, smallest stride innermost, so that the inner
+ * loop is the contiguous one whatever the layout: by the output's strides
+ * first, or, for a fresh C-contiguous result, by the inputs' first (see
+ * plan_build).  ORDER_C keeps the logical C order of the shape, for an
+ * output that may overlap itself: the last write in C order wins, as in NumPy.
+ */
+typedef enum { ORDER_ANY, ORDER_INPUTS_FIRST, ORDER_C } LoopOrder;
+
+Py_ssize_t plan_operands(LoopPlan *plan, Operand *const *ops, int nops, char **base,
+                         LoopOrder order);
 void plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop,
               const LoopContext *ctx);
+int operand_check_size(const Operand *op, const char *fname, const char *argname);
 int operands_overlap(const Operand *a, const Operand *b);
-char *detach_from_output(Operand *input, const Operand *output, int *failed);
+int operand_overlaps_itself(const Operand *op);
+char *detach_from_output(Operand *input, const Operand *output, int output_overlaps_itself,
+                         int *failed);
 
 int default_thread_count(void);
 void pool_run(ThreadPool *pool, const ParallelJob *job, int helpers);
@@ -472,8 +560,8 @@ get_state(PyObject *module)
 
 /* pool.c: this process's pool, made (or remade after a fork) on demand; NULL if busy. */
 ThreadPool *pool_for_caller(LeakyState *st);
-void run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
-                     const LoopContext *ctx, int threads);
+int run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loop,
+                    const LoopContext *ctx, int threads, LoopOrder order);
 
 /* ------------------------------------------------------------------ */
 /* Numbers (numbers.c); inline here for leaky.c's scalar fast path    */

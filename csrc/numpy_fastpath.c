@@ -181,7 +181,7 @@ ndarray_operand(LeakyState *st, PyObject *obj, Operand *op, int writable)
     for (int d = 0; d < head->nd; d++) {
         op->shape[d] = head->dimensions[d];
         op->strides[d] = head->strides[d];
-        len *= head->dimensions[d];
+        len = outer_stride(len, head->dimensions[d]);
     }
     v->len = len;
     op->kind = kind;
@@ -212,7 +212,7 @@ new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_kind, const
     for (int d = like->view.ndim - 1; d >= 0; d--) {
         out_op->shape[d] = like->shape[d];
         out_op->strides[d] = stride;
-        stride *= like->shape[d];
+        stride = outer_stride(stride, like->shape[d]);
     }
     v->len = stride;
     out_op->kind = result_kind;

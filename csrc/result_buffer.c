@@ -26,15 +26,20 @@ result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t 
     }
     Py_SET_SIZE(self, ndim);
     self->kind = kind;
-    Py_ssize_t stride = itemsize_of_result(kind);
+    Py_ssize_t stride = itemsize_of_result(kind), nbytes;
+    if (checked_nbytes(ndim, shape, stride, &nbytes)) {  /* buffers.c checks first */
+        Py_DECREF(self);
+        PyErr_SetString(PyExc_ValueError, "leaky result is too big");
+        return NULL;
+    }
     for (int d = ndim - 1; d >= 0; d--) {
         self->dims[d] = shape[d];
         self->dims[ndim + d] = stride;
-        stride *= shape[d];
+        stride = outer_stride(stride, shape[d]);
     }
-    self->nbytes = stride;
+    self->nbytes = nbytes;
     /* not zero-filled: every byte is written before anyone can see it */
-    self->data = PyMem_Malloc(stride > 0 ? (size_t)stride : 1);
+    self->data = PyMem_Malloc(nbytes > 0 ? (size_t)nbytes : 1);
     if (self->data == NULL) {
         Py_DECREF(self);
         return PyErr_NoMemory();
