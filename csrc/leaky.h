@@ -397,23 +397,25 @@ checked_add(Py_ssize_t a, Py_ssize_t b, Py_ssize_t *r)
 #endif
 }
 
-/* itemsize times the product of the shape (0 if any side is 0); 1 on overflow. */
+/*
+ * itemsize times the product of the shape; 1 on overflow.  As in NumPy, the
+ * product of the nonzero sides must fit even when a 0 makes the count 0, so
+ * an empty result is too big exactly when NumPy says so of its own.
+ */
 static inline int
 checked_nbytes(int ndim, const Py_ssize_t *shape, Py_ssize_t itemsize, Py_ssize_t *nbytes)
 {
     Py_ssize_t n = itemsize;
+    int empty = 0;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] == 0) {
-            *nbytes = 0;
-            return 0;
+            empty = 1;
         }
-    }
-    for (int d = 0; d < ndim; d++) {
-        if (checked_mul(n, shape[d], &n)) {
+        else if (checked_mul(n, shape[d], &n)) {
             return 1;
         }
     }
-    *nbytes = n;
+    *nbytes = empty ? 0 : n;
     return 0;
 }
 
