@@ -4,9 +4,18 @@ Every example lays out its operands inside a single ``uint8`` buffer of random
 bytes: any supported dtype, 0-d to 5-d, strides that are zero, negative, not
 multiples of the item size or larger than it, and byte offsets that leave the
 views unaligned.  ``out`` is absent, separate, the input itself, or another
-view into the same buffer that overlaps the inputs in any way.  The results
-must equal the pure-Python oracle bit for bit, and no byte of the buffer
-outside ``out`` may change.
+view into the same buffer that overlaps the inputs in any way; it may be
+transposed, F-ordered or flipped, and it may overlap itself (stride 0,
+sliding windows, strides below the item size), alone or as the input
+itself.  The results must equal the pure-Python oracle bit for bit, and no
+byte of the buffer outside ``out`` may change.  An ``out`` that overlaps
+itself is checked as NumPy computes it: every element from the inputs as
+they were, written through the view in C order, the last write winning.
+
+Each call runs with ``threads`` unset, 1, 2 or 4; with 2 or 4 the size
+thresholds are lowered (``_tune``) so that even these small arrays are split
+across the pool and streamed.  ``.ci/run`` repeats the suite once per kernel
+path (``LEAKY_KERNELS``).
 
 The normal suite runs these with the "ci" profile (300 examples each);
 ``.ci/fuzz.sh`` runs them far longer (LEAKY_HYPOTHESIS_PROFILE=fuzz).
@@ -14,7 +23,9 @@ The normal suite runs these with the "ci" profile (300 examples each);
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +35,7 @@ from conftest import ALL_DTYPES, assert_matches, elements
 from hypothesis import given
 from hypothesis import strategies as st
 
+import leaky
 from leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
 
 MAX_DIMS = 5
@@ -67,6 +79,10 @@ class Layout:
             starts = (starts[:, None] + stride * np.arange(side, dtype=np.int64)).ravel()
         return (starts[:, None] + np.arange(self.itemsize)).ravel()
 
+    def element_starts(self) -> Any:
+        """The first byte of each element, in C order."""
+        return self.byte_offsets().reshape(-1, self.itemsize)[:, 0] if self.itemsize else []
+
     def view(self, buffer: Any) -> Any:
         return np.ndarray(
             self.shape, self.dtype, buffer=buffer, offset=self.offset, strides=self.strides
@@ -105,6 +121,28 @@ def injective_strides(draw: st.DrawFn, shape: tuple[int, ...], itemsize: int) ->
     return tuple(strides)
 
 
+@st.composite
+def aliasing_strides(draw: st.DrawFn, shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """A writable out that may overlap itself: stride 0 on some axis, a sliding
+    window (an axis stepping less than the axes inside it span), a stride below
+    the item size, or any of input_strides' strides."""
+    how = draw(st.sampled_from(["zero", "window", "small", "any"]))
+    if how == "any" or not shape:
+        return tuple(draw(input_strides(shape, itemsize)))
+    strides = list(draw(injective_strides(shape, itemsize)))
+    axis = draw(st.integers(0, len(shape) - 1))
+    if how == "zero":
+        strides[axis] = 0
+    elif how == "window":
+        strides[axis] = draw(st.sampled_from([1, -1])) * itemsize * draw(st.integers(1, 3))
+    else:
+        strides[axis] = draw(st.integers(-itemsize + 1, itemsize - 1))
+    return tuple(strides)
+
+
+STRIDES_OF = {"input": input_strides, "out": injective_strides, "aliasing": aliasing_strides}
+
+
 @dataclass
 class Arena:
     buffer: Any
@@ -112,16 +150,19 @@ class Arena:
 
 
 @st.composite
-def arena(draw: st.DrawFn, specs: list[tuple[str, tuple[int, ...], bool]]) -> Arena:
-    """One buffer holding a view per spec (dtype, shape, writable-out), anywhere in it.
+def arena(draw: st.DrawFn, specs: list[tuple[str, tuple[int, ...], Any]]) -> Arena:
+    """One buffer holding a view per spec (dtype, shape, role), anywhere in it.
+
+    The role picks the strides: "input" any, "out" (or True) a writable out
+    that never overlaps itself, "aliasing" one that may; False is "input".
 
     Views are placed at random byte positions in a buffer just large enough
     for all of them, so they overlap each other often and by any amount.
     """
     shapes_and_strides = []
-    for dtype, shape, writable in specs:
+    for dtype, shape, role in specs:
         itemsize = np.dtype(dtype).itemsize
-        strat = injective_strides if writable else input_strides
+        strat = STRIDES_OF[{True: "out", False: "input"}.get(role, role)]
         shapes_and_strides.append((dtype, shape, draw(strat(shape, itemsize))))
     spans = []
     for dtype, shape, strides in shapes_and_strides:
@@ -157,7 +198,62 @@ def check_untouched(before: Any, after: Any, out: Layout | None) -> None:
     assert before[keep].tobytes() == after[keep].tobytes(), "bytes outside out changed"
 
 
-OUT_MODES = ["none", "anywhere", "in place"]
+def pack(kind: str, value: float) -> bytes:
+    """A result element's bytes (float16 values are bit patterns)."""
+    if kind == "e":
+        return bytes(np.array(int(value), dtype=np.uint16).tobytes())
+    return bytes(np.array(value, dtype=kind).tobytes())
+
+
+def check_written_through(
+    before: Any, after: Any, out: Layout, expected: list[float], kind: str, alpha: float
+) -> None:
+    """The separate-out oracle for an out that may overlap itself: the expected
+    elements written into a copy of the buffer through out's view in C order, the
+    last write winning (what NumPy gives), against the whole buffer, bit for bit.
+    NaN bytes whose payload is the CPU's business (float32/64, or float16 with a
+    NaN alpha: oracle.same_result) only need to be a NaN where one element owns them.
+    """
+    want = before.copy()
+    owner = np.full(before.size, -1, dtype=np.int64)
+    loose = np.zeros(before.size, dtype=bool)
+    size = out.itemsize
+    starts = out.element_starts()
+    for index, (start, value) in enumerate(zip(starts, expected, strict=True)):
+        want[start : start + size] = np.frombuffer(pack(kind, value), dtype=np.uint8)
+        owner[start : start + size] = index
+        nan = math.isnan(value) if kind != "e" else oracle.f16_is_nan(int(value))
+        loose[start : start + size] = nan and (kind != "e" or math.isnan(alpha))
+    mismatch = np.flatnonzero((want != after) & ~loose)
+    assert mismatch.size == 0, (
+        f"{mismatch.size} bytes differ, first at {mismatch[:8].tolist()}: "
+        f"got {after[mismatch[:8]].tolist()}, want {want[mismatch[:8]].tolist()}"
+    )
+    for index, start in enumerate(starts):
+        if loose[start] and (owner[start : start + size] == index).all():
+            got = np.frombuffer(after[start : start + size].tobytes(), dtype=kind)[0]
+            assert np.isnan(got), (start, got)
+
+
+@contextlib.contextmanager
+def pool_split(threads: int | None) -> Iterator[dict[str, Any]]:
+    """Call kwargs for `threads`; for 2 or more, small arrays are split and streamed."""
+    if threads is None or threads == 1:
+        yield {} if threads is None else {"threads": 1}
+        return
+    ext = leaky._leaky
+    saved = ext._tune()
+    ext._tune(gil_threshold=1, parallel_threshold=1, stream_bytes=0)
+    try:
+        yield {"threads": threads}
+    finally:
+        ext._tune(**saved)
+
+
+thread_counts = st.sampled_from([None, 1, 2, 4])
+
+OUT_MODES = ["none", "anywhere", "in place", "aliasing", "in place aliasing"]
+INPUT_ROLE = {"in place": "out", "in place aliasing": "aliasing"}
 
 
 @st.composite
@@ -165,41 +261,58 @@ def unary_case(draw: st.DrawFn) -> tuple[Arena, str]:
     dtype = draw(st.sampled_from(ALL_DTYPES))
     shape = draw(shapes())
     mode = draw(st.sampled_from(OUT_MODES))
-    if mode == "in place" and dtype not in ("e", "f", "d"):
+    if mode.startswith("in place") and dtype not in ("e", "f", "d"):
         mode = "anywhere"  # integer inputs have float64 results: no in-place
-    specs = [(dtype, shape, mode == "in place")]
-    if mode == "anywhere":
-        specs.append((result_char(dtype), shape, True))
+    specs = [(dtype, shape, INPUT_ROLE.get(mode, "input"))]
+    if mode in ("anywhere", "aliasing"):
+        specs.append((result_char(dtype), shape, "out" if mode == "anywhere" else "aliasing"))
     made = draw(arena(specs))
     return made, mode
 
 
-def run_unary(func: Any, element: Any, made: Arena, mode: str, alpha: float) -> None:
+def check_out(
+    before: Any, made: Arena, out: Layout, result: Any, expected: list[float], alpha: float
+) -> None:
+    """A separate out's elements, or, for an out that overlaps itself, the buffer."""
+    kind = np.dtype(out.dtype).char
+    covered = out.byte_offsets()
+    if len(np.unique(covered)) == covered.size:
+        assert_matches(result, expected, kind, alpha)
+        check_untouched(before, made.buffer, out)
+    else:
+        check_written_through(before, made.buffer, out, expected, kind, alpha)
+
+
+def run_unary(
+    func: Any, element: Any, made: Arena, mode: str, alpha: float, threads: int | None
+) -> None:
     layout = made.layouts[0]
     x = layout.view(made.buffer)
     kind = x.dtype.char
     expected = [element(kind, v, alpha) for v in elements(snapshot(x))]
     before = made.buffer.copy()
+    with pool_split(threads) as kwargs:
+        if mode == "none":
+            result = func(x, alpha, **kwargs)
+        else:
+            out_layout = made.layouts[-1]
+            out = out_layout.view(made.buffer)
+            assert func(x, alpha, out=out, **kwargs) is out
     if mode == "none":
-        result = func(x, alpha)
-        out_layout = None
+        assert_matches(result, expected, result_char(kind), alpha)
+        check_untouched(before, made.buffer, None)
     else:
-        out_layout = made.layouts[-1]
-        out = out_layout.view(made.buffer)
-        assert func(x, alpha, out=out) is out
-        result = out
-    assert_matches(result, expected, result_char(kind), alpha)
-    check_untouched(before, made.buffer, out_layout)
+        check_out(before, made, out_layout, out, expected, alpha)
 
 
-@given(unary_case(), alphas)
-def test_forward_any_layout(case: tuple[Arena, str], alpha: float) -> None:
-    run_unary(leaky_relu, oracle.forward_element, *case, alpha)
+@given(unary_case(), alphas, thread_counts)
+def test_forward_any_layout(case: tuple[Arena, str], alpha: float, threads: int | None) -> None:
+    run_unary(leaky_relu, oracle.forward_element, *case, alpha, threads)
 
 
-@given(unary_case(), alphas)
-def test_grad_any_layout(case: tuple[Arena, str], alpha: float) -> None:
-    run_unary(leaky_relu_grad, oracle.grad_element, *case, alpha)
+@given(unary_case(), alphas, thread_counts)
+def test_grad_any_layout(case: tuple[Arena, str], alpha: float, threads: int | None) -> None:
+    run_unary(leaky_relu_grad, oracle.grad_element, *case, alpha, threads)
 
 
 @st.composite
@@ -208,16 +321,16 @@ def backward_case(draw: st.DrawFn) -> tuple[Arena, str]:
     z_dtype = draw(st.sampled_from(ALL_DTYPES))
     shape = draw(shapes())
     mode = draw(st.sampled_from(OUT_MODES))
-    if mode == "in place" and g_dtype not in ("e", "f", "d"):
+    if mode.startswith("in place") and g_dtype not in ("e", "f", "d"):
         mode = "anywhere"
-    specs = [(g_dtype, shape, mode == "in place"), (z_dtype, shape, False)]
-    if mode == "anywhere":
-        specs.append((result_char(g_dtype), shape, True))
+    specs = [(g_dtype, shape, INPUT_ROLE.get(mode, "input")), (z_dtype, shape, "input")]
+    if mode in ("anywhere", "aliasing"):
+        specs.append((result_char(g_dtype), shape, "out" if mode == "anywhere" else "aliasing"))
     return draw(arena(specs)), mode
 
 
-@given(backward_case(), alphas)
-def test_backward_any_layout(case: tuple[Arena, str], alpha: float) -> None:
+@given(backward_case(), alphas, thread_counts)
+def test_backward_any_layout(case: tuple[Arena, str], alpha: float, threads: int | None) -> None:
     made, mode = case
     g_layout, z_layout = made.layouts[0], made.layouts[1]
     g, z = g_layout.view(made.buffer), z_layout.view(made.buffer)
@@ -227,17 +340,18 @@ def test_backward_any_layout(case: tuple[Arena, str], alpha: float) -> None:
         for gv, zv in zip(elements(snapshot(g)), elements(snapshot(z)), strict=True)
     ]
     before = made.buffer.copy()
-    out_layout: Layout | None
+    with pool_split(threads) as kwargs:
+        if mode == "none":
+            result = leaky_relu_backward(g, z, alpha, **kwargs)
+        else:
+            out_layout = g_layout if mode.startswith("in place") else made.layouts[2]
+            out = out_layout.view(made.buffer)
+            assert leaky_relu_backward(g, z, alpha, out=out, **kwargs) is out
     if mode == "none":
-        result = leaky_relu_backward(g, z, alpha)
-        out_layout = None
+        assert_matches(result, expected, result_char(gk), alpha)
+        check_untouched(before, made.buffer, None)
     else:
-        out_layout = g_layout if mode == "in place" else made.layouts[2]
-        out = out_layout.view(made.buffer)
-        assert leaky_relu_backward(g, z, alpha, out=out) is out
-        result = out
-    assert_matches(result, expected, result_char(gk), alpha)
-    check_untouched(before, made.buffer, out_layout)
+        check_out(before, made, out_layout, out, expected, alpha)
 
 
 @given(st.data())
