@@ -293,21 +293,6 @@ should_stream(const LeakyState *st, PyObject *out_obj, const Operand *out,
            out->view.len >= ATOMIC_LOAD(&st->tuning.stream_bytes);
 }
 
-/*
- * An out= that may overlap itself is computed in logical C order from
- * copies of the inputs, so the last write in C order wins (NumPy's result);
- * a fresh result is C-contiguous, and the inputs' layout decides the order
- * (plan_reorder); any other out= decides it itself.
- */
-static LoopOrder
-loop_order(PyObject *out_obj, int self_overlap)
-{
-    if (self_overlap) {
-        return ORDER_C;
-    }
-    return out_obj == NULL ? ORDER_INPUTS_FIRST : ORDER_ANY;
-}
-
 PyObject *
 unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObject *out_obj,
              double alpha, int threads)
@@ -323,6 +308,7 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
         goto done;
     }
     const int overlaps = operands_overlap(&in, &out);
+    /* an out= that may overlap itself: from copies of the inputs, in C order */
     const int self_overlap = out_obj != NULL && operand_overlaps_itself(&out);
     int failed;
     detached = detach_from_output(&in, &out, self_overlap, &failed);
@@ -334,7 +320,7 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
     Operand *ops[2] = {&in, &out};
     const KernelTable *kernels = st->kernels;
     if (run_elementwise(st, ops, 2, (op == OP_FORWARD ? kernels->forward : kernels->grad)[in.kind],
-                        &ctx, threads, loop_order(out_obj, self_overlap)) < 0) {
+                        &ctx, threads, self_overlap ? ORDER_C : ORDER_ANY) < 0) {
         goto done;
     }
     operand_release(&out);
@@ -383,6 +369,7 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
     }
     const int grad_overlaps = operands_overlap(&grad, &out);
     const int z_overlaps = operands_overlap(&z, &out);
+    /* an out= that may overlap itself: from copies of the inputs, in C order */
     const int self_overlap = out_obj != NULL && operand_overlaps_itself(&out);
     int failed;
     detached_grad = detach_from_output(&grad, &out, self_overlap, &failed);
@@ -403,7 +390,7 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
         loop = st->kernels->backward_same[grad.kind - KIND_F16];
     }
     Operand *ops[3] = {&grad, &z, &out};
-    if (run_elementwise(st, ops, 3, loop, &ctx, threads, loop_order(out_obj, self_overlap)) < 0) {
+    if (run_elementwise(st, ops, 3, loop, &ctx, threads, self_overlap ? ORDER_C : ORDER_ANY) < 0) {
         goto done;
     }
     operand_release(&out);

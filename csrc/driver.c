@@ -42,15 +42,16 @@ plan_coalesce(LoopPlan *plan, int nops)
 }
 
 /*
- * 1 if axis a should run inside axis b: decided by the first operand, in
- * the order of priority, that steps along both (stride 0 is a broadcast and
- * says nothing) with different step sizes; 0 (keep the C order) if none does.
+ * 1 if axis a should run inside axis b: decided by the output if it steps
+ * along both with different step sizes, else by the first input that does
+ * (stride 0 is a broadcast and says nothing); 0 (keep the C order) if none
+ * does.
  */
 static int
-runs_inside(const LoopPlan *plan, const int *priority, int nops, int a, int b)
+runs_inside(const LoopPlan *plan, int nops, int a, int b)
 {
     for (int i = 0; i < nops; i++) {
-        const Py_ssize_t *strides = plan->strides[priority[i]];
+        const Py_ssize_t *strides = plan->strides[(i + nops - 1) % nops];  /* output first */
         Py_ssize_t sa = strides[a] < 0 ? -strides[a] : strides[a];
         Py_ssize_t sb = strides[b] < 0 ? -strides[b] : strides[b];
         if (sa != 0 && sb != 0 && sa != sb) {
@@ -65,14 +66,14 @@ runs_inside(const LoopPlan *plan, const int *priority, int nops, int a, int b)
  * array: flip the axes that every operand walks backwards (none forwards),
  * moving each base to the axis's far end, then sort the axes so the smallest
  * steps are innermost, and merge again.  The output's strides decide first
- * (contiguous stores), the inputs' where they do not (ties, broadcasts);
- * ORDER_INPUTS_FIRST reverses that for a fresh C-contiguous result, whose
- * order would fight a transposed input's (measured: docs/performance.md).
- * Identical operands get the same flips and permutation, so in place stays
+ * (contiguous stores), the inputs' where they do not (ties, broadcasts).
+ * That holds for a fresh C-contiguous result too: against a transposed
+ * input, walking by the input's strides instead measured no faster
+ * (docs/performance.md).  Identical operands get the same flips and permutation, so in place stays
  * element for element in place.
  */
 static void
-plan_reorder(LoopPlan *plan, int nops, char **base, LoopOrder order)
+plan_reorder(LoopPlan *plan, int nops, char **base)
 {
     const int ndim = plan->ndim;
     int changed = 0;
@@ -90,18 +91,13 @@ plan_reorder(LoopPlan *plan, int nops, char **base, LoopOrder order)
             changed = 1;
         }
     }
-    int priority[MAX_OPERANDS];
-    for (int i = 0; i < nops; i++) {
-        /* ORDER_ANY: the output (last operand), then the inputs in order */
-        priority[i] = order == ORDER_INPUTS_FIRST ? i : (i + nops - 1) % nops;
-    }
     int perm[PyBUF_MAX_NDIM];
     for (int d = 0; d < ndim; d++) {
         perm[d] = d;
     }
     for (int i = 1; i < ndim; i++) {  /* insertion sort, stable: few axes */
         int axis = perm[i], j = i;
-        while (j > 0 && runs_inside(plan, priority, nops, perm[j - 1], axis)) {
+        while (j > 0 && runs_inside(plan, nops, perm[j - 1], axis)) {
             perm[j] = perm[j - 1];
             j--;
         }
@@ -167,9 +163,79 @@ plan_build(LoopPlan *plan, int ndim, const Py_ssize_t *shape, int nops,
     }
     plan_coalesce(plan, nops);
     if (plan->ndim > 1 && order != ORDER_C) {  /* C-contiguous inputs never get here */
-        plan_reorder(plan, nops, base, order);
+        plan_reorder(plan, nops, base);
     }
     return total;
+}
+
+/* Elements per chunk of a buffered inner loop: 3 operands of 8 bytes fit in 6 KiB. */
+#define CHUNK 256
+
+/* n elements of `size` bytes from src (step apart) to dst (step apart). */
+static void
+copy_strided(char *dst, Py_ssize_t dst_step, const char *src, Py_ssize_t src_step,
+             Py_ssize_t n, Py_ssize_t size)
+{
+    switch (size) {  /* fixed-size memcpy: one move each */
+#define COPY_AS(BYTES)                                                        \
+    case BYTES:                                                               \
+        for (Py_ssize_t i = 0; i < n; i++) {                                  \
+            memcpy(dst + i * dst_step, src + i * src_step, BYTES);            \
+        }                                                                     \
+        return;
+    COPY_AS(1)
+    COPY_AS(2)
+    COPY_AS(4)
+    COPY_AS(8)
+#undef COPY_AS
+    default:
+        for (Py_ssize_t i = 0; i < n; i++) {
+            memcpy(dst + i * dst_step, src + i * src_step, (size_t)size);
+        }
+    }
+}
+
+/*
+ * One inner run of n elements, CHUNK at a time: inputs that do not step by
+ * their item size are gathered into scratch first, and an output that does
+ * not is written to scratch and scattered after, in order, so an output
+ * that overlaps itself still gets its last write last.  Inputs that overlap
+ * the output were detached or are identical to it (in place: each chunk is
+ * read before it is written back).
+ */
+static void
+run_chunked(const LoopPlan *plan, int nops, char *const *ptrs, const Py_ssize_t *steps,
+            Py_ssize_t n, InnerLoop loop, const LoopContext *ctx)
+{
+    double scratch_[MAX_OPERANDS][CHUNK];  /* 8-byte items at most: leaky's kinds */
+    char *scratch[MAX_OPERANDS];
+    const int out = nops - 1;
+    for (int op = 0; op < nops; op++) {
+        assert(plan->itemsize[op] <= (Py_ssize_t)sizeof(double));
+        scratch[op] = (char *)scratch_[op];
+    }
+    for (Py_ssize_t done = 0; done < n; done += CHUNK) {
+        const Py_ssize_t m = n - done < CHUNK ? n - done : CHUNK;
+        char *part[MAX_OPERANDS];
+        for (int op = 0; op < nops; op++) {
+            char *at = ptrs[op] + done * steps[op];
+            if (steps[op] == plan->itemsize[op]) {
+                part[op] = at;
+            }
+            else {
+                part[op] = scratch[op];
+                if (op != out) {
+                    copy_strided(scratch[op], plan->itemsize[op], at, steps[op], m,
+                                 plan->itemsize[op]);
+                }
+            }
+        }
+        loop(part, plan->itemsize, m, ctx);
+        if (part[out] == scratch[out]) {
+            copy_strided(ptrs[out] + done * steps[out], steps[out], scratch[out],
+                         plan->itemsize[out], m, plan->itemsize[out]);
+        }
+    }
 }
 
 void
@@ -184,8 +250,19 @@ plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop, cons
         steps[op] = plan->strides[op][inner];
         ptrs[op] = base[op];
     }
+    LoopContext plain;
+    if (plan->buffered && ctx->streaming) {
+        plain = *ctx;  /* no streaming stores into scratch that is read back at once */
+        plain.streaming = 0;
+        ctx = &plain;
+    }
     for (;;) {
-        loop(ptrs, steps, plan->shape[inner], ctx);
+        if (plan->buffered) {
+            run_chunked(plan, nops, ptrs, steps, plan->shape[inner], loop, ctx);
+        }
+        else {
+            loop(ptrs, steps, plan->shape[inner], ctx);
+        }
         int d = inner - 1;
         for (; d >= 0; d--) {  /* odometer over the outer dimensions */
             for (int op = 0; op < nops; op++) {
@@ -205,6 +282,9 @@ plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop, cons
     }
 }
 
+/* Shorter inner runs than this go to the strided loops as they are. */
+#define MIN_CHUNKED 16
+
 /*
  * The plan for operands that all have the shape of ops[0], the output last;
  * returns the element count (-1 on overflow, see plan_build).
@@ -216,8 +296,17 @@ plan_operands(LoopPlan *plan, Operand *const *ops, int nops, char **base, LoopOr
     for (int op = 0; op < nops; op++) {
         strides[op] = ops[op]->strides;
         base[op] = (char *)ops[op]->view.buf;
+        plan->itemsize[op] = ops[op]->view.itemsize;
     }
-    return plan_build(plan, ops[0]->view.ndim, ops[0]->shape, nops, strides, base, order);
+    Py_ssize_t total =
+        plan_build(plan, ops[0]->view.ndim, ops[0]->shape, nops, strides, base, order);
+    plan->buffered = 0;
+    if (total > 0 && plan->shape[plan->ndim - 1] >= MIN_CHUNKED) {
+        for (int op = 0; op < nops; op++) {
+            plan->buffered |= plan->strides[op][plan->ndim - 1] != plan->itemsize[op];
+        }
+    }
+    return total;
 }
 
 /* Runs loop over the operands on this thread. */
@@ -227,6 +316,7 @@ run_serial(Operand *const *ops, int nops, InnerLoop loop, const LoopContext *ctx
     LoopPlan plan;
     char *base[MAX_OPERANDS];
     if (plan_operands(&plan, ops, nops, base, ORDER_ANY) > 0) {
+        plan.buffered = 0;  /* its one caller copies: scratch would copy twice */
         plan_run(&plan, nops, base, loop, ctx);
     }
 }

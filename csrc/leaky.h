@@ -440,10 +440,20 @@ typedef struct {
     Py_ssize_t strides[PyBUF_MAX_NDIM];
 } Operand;
 
+/*
+ * A loop over ndim axes, the innermost last.  When `buffered`, some operand
+ * steps through the inner axis by other than its item size (a reversed or
+ * transposed operand against the rest, a broadcast): plan_run then hands
+ * the inner loop chunks copied to and from contiguous scratch, so that the
+ * SIMD (or vectorized portable) unit-stride path runs, as NumPy's buffered
+ * iterator does.
+ */
 typedef struct {
     int ndim;
+    int buffered;
     Py_ssize_t shape[PyBUF_MAX_NDIM];
     Py_ssize_t strides[MAX_OPERANDS][PyBUF_MAX_NDIM];
+    Py_ssize_t itemsize[MAX_OPERANDS];
 } LoopPlan;
 
 /* A split of one plan into parts: ranges of its outermost dimension. */
@@ -460,14 +470,13 @@ typedef struct ThreadPool ThreadPool;
 
 /*
  * The order a plan walks its elements in.  The output is always the last
- * operand.  ORDER_ANY and ORDER_INPUTS_FIRST flip the axes every operand walks
- * backwards and sort the axes, smallest stride innermost, so that the inner
- * loop is the contiguous one whatever the layout: by the output's strides
- * first, or, for a fresh C-contiguous result, by the inputs' first (see
- * plan_build).  ORDER_C keeps the logical C order of the shape, for an
- * output that may overlap itself: the last write in C order wins, as in NumPy.
+ * operand.  ORDER_ANY flips the axes every operand walks backwards and sorts
+ * the axes, smallest stride innermost, so that the inner loop is the
+ * contiguous one whatever the layout (plan_reorder).  ORDER_C keeps the
+ * logical C order of the shape, for an output that may overlap itself: the
+ * last write in C order wins, as in NumPy.
  */
-typedef enum { ORDER_ANY, ORDER_INPUTS_FIRST, ORDER_C } LoopOrder;
+typedef enum { ORDER_ANY, ORDER_C } LoopOrder;
 
 Py_ssize_t plan_operands(LoopPlan *plan, Operand *const *ops, int nops, char **base,
                          LoopOrder order);
