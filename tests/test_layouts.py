@@ -165,7 +165,8 @@ def test_forward_in_place_stride_zero_float32(call_threads: int | None) -> None:
 @pytest.mark.parametrize(
     ("shape", "strides", "size"),
     [((4,), (0,), 1), ((3, 3), (8, 8), 5), ((3, 3), (0, 8), 3), ((3, 3), (8, 0), 3),
-     ((3, 3), (8, 16), 7), ((2, 3, 2), (8, 0, 16), 4), ((5,), (4,), 3)],
+     ((3, 3), (8, 16), 7), ((2, 3, 2), (8, 0, 16), 4), ((5,), (4,), 3),
+     ((600,), (4,), 301), ((40, 30), (16, 8), 108), ((2, 700), (0, 16), 1400)],
 )  # fmt: skip
 def test_last_write_in_c_order_wins_as_in_numpy(
     shape: tuple[int, ...], strides: tuple[int, ...], size: int, call_threads: int | None
@@ -244,3 +245,37 @@ def test_transposed_in_place_large(call_threads: int | None) -> None:
     want = leaky_relu(np.ascontiguousarray(y), 0.25)
     leaky_relu(y, 0.25, out=y, threads=call_threads)
     assert np.ascontiguousarray(y).tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["e", "f", "d", "b", "H"])
+def test_mixed_layouts_in_chunks(dtype: str, call_threads: int | None) -> None:
+    """Inner runs where some operand does not step by its item size (reversed
+    against the rest, transposed against the rest, broadcast) go through
+    contiguous scratch in chunks: long runs with a ragged last chunk here."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((37, 700)) * 50).astype(dtype)
+    z = (rng.standard_normal((37, 700))).astype(dtype)
+    res = "d" if dtype not in ("e", "f") else dtype
+    cases: list[tuple[Any, tuple[Any, ...], Any]] = []
+    for xv, zv in (
+        (x[:, ::-1], z),  # reversed input, C out
+        (np.ascontiguousarray(x.T).T, z),  # F input, C out
+        (x, np.broadcast_to(z[:1], z.shape)),  # broadcast z
+        (x[:, ::2], z[:, ::2]),  # every other element
+    ):
+        cases += [
+            (leaky_relu, (xv,), None),
+            (leaky_relu_grad, (xv,), None),
+            (leaky_relu_backward, (xv, zv), None),
+        ]
+    for func, args, _ in cases:
+        contiguous = tuple(np.ascontiguousarray(a) for a in args)
+        want = func(*contiguous, 0.3).tobytes()
+        assert func(*args, 0.3, threads=call_threads).tobytes() == want
+        for out in (
+            np.zeros(args[0].shape, res),
+            np.zeros(args[0].shape[::-1], res).T,
+            np.zeros(args[0].shape, res)[::-1, ::-1],
+        ):
+            func(*args, 0.3, out=out, threads=call_threads)
+            assert np.ascontiguousarray(out).tobytes() == want
