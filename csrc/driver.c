@@ -238,10 +238,42 @@ run_chunked(const LoopPlan *plan, int nops, char *const *ptrs, const Py_ssize_t 
     }
 }
 
+/* Rows of a tile: 16 float64 rows are two cache lines of a transposed operand. */
+#define TILE_ROWS 16
+
+/*
+ * The two innermost axes in tiles of TILE_ROWS x CHUNK: for a transposed
+ * operand against the rest, the CHUNK cache lines a chunk of one row reads
+ * are read again by the next rows of the tile while they are still in L1,
+ * not after a whole row has pushed them out.  Changes the order of writes,
+ * so never for an output that may overlap itself (ORDER_C).
+ */
+static void
+run_tiles(const LoopPlan *plan, int nops, char *const *ptrs, const Py_ssize_t *steps,
+          InnerLoop loop, const LoopContext *ctx)
+{
+    const int inner = plan->ndim - 1, outer = inner - 1;
+    const Py_ssize_t rows = plan->shape[outer], cols = plan->shape[inner];
+    char *at[MAX_OPERANDS];
+    for (Py_ssize_t r0 = 0; r0 < rows; r0 += TILE_ROWS) {
+        const Py_ssize_t r1 = rows - r0 < TILE_ROWS ? rows : r0 + TILE_ROWS;
+        for (Py_ssize_t c0 = 0; c0 < cols; c0 += CHUNK) {
+            const Py_ssize_t m = cols - c0 < CHUNK ? cols - c0 : CHUNK;
+            for (Py_ssize_t r = r0; r < r1; r++) {
+                for (int op = 0; op < nops; op++) {
+                    at[op] = ptrs[op] + r * plan->strides[op][outer] + c0 * steps[op];
+                }
+                run_chunked(plan, nops, at, steps, m, loop, ctx);
+            }
+        }
+    }
+}
+
 void
 plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop, const LoopContext *ctx)
 {
     const int inner = plan->ndim - 1;
+    const int tiled = plan->buffered == PLAN_TILED;
     assert(plan->ndim >= 1 && plan->ndim <= PyBUF_MAX_NDIM && nops <= MAX_OPERANDS);
     Py_ssize_t steps[MAX_OPERANDS];
     char *ptrs[MAX_OPERANDS];
@@ -257,13 +289,16 @@ plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop, cons
         ctx = &plain;
     }
     for (;;) {
-        if (plan->buffered) {
-            run_chunked(plan, nops, ptrs, steps, plan->shape[inner], loop, ctx);
-        }
-        else {
+        if (!plan->buffered) {
             loop(ptrs, steps, plan->shape[inner], ctx);
         }
-        int d = inner - 1;
+        else if (tiled) {
+            run_tiles(plan, nops, ptrs, steps, loop, ctx);
+        }
+        else {
+            run_chunked(plan, nops, ptrs, steps, plan->shape[inner], loop, ctx);
+        }
+        int d = inner - 1 - tiled;
         for (; d >= 0; d--) {  /* odometer over the outer dimensions */
             for (int op = 0; op < nops; op++) {
                 ptrs[op] += plan->strides[op][d];
@@ -300,10 +335,20 @@ plan_operands(LoopPlan *plan, Operand *const *ops, int nops, char **base, LoopOr
     }
     Py_ssize_t total =
         plan_build(plan, ops[0]->view.ndim, ops[0]->shape, nops, strides, base, order);
-    plan->buffered = 0;
-    if (total > 0 && plan->shape[plan->ndim - 1] >= MIN_CHUNKED) {
+    plan->buffered = PLAN_DIRECT;
+    const int inner = plan->ndim - 1;
+    if (total > 0 && plan->shape[inner] >= MIN_CHUNKED) {
         for (int op = 0; op < nops; op++) {
-            plan->buffered |= plan->strides[op][plan->ndim - 1] != plan->itemsize[op];
+            if (plan->strides[op][inner] != plan->itemsize[op]) {
+                plan->buffered = PLAN_CHUNKED;
+            }
+        }
+        /* an operand whose small steps are on the next axis out: tiles */
+        for (int op = 0; op < nops && plan->buffered && inner > 0 && order != ORDER_C; op++) {
+            Py_ssize_t across = plan->strides[op][inner - 1], along = plan->strides[op][inner];
+            if ((across < 0 ? -across : across) < (along < 0 ? -along : along)) {
+                plan->buffered = PLAN_TILED;
+            }
         }
     }
     return total;
@@ -316,7 +361,7 @@ run_serial(Operand *const *ops, int nops, InnerLoop loop, const LoopContext *ctx
     LoopPlan plan;
     char *base[MAX_OPERANDS];
     if (plan_operands(&plan, ops, nops, base, ORDER_ANY) > 0) {
-        plan.buffered = 0;  /* its one caller copies: scratch would copy twice */
+        plan.buffered = PLAN_DIRECT;  /* its one caller copies: scratch would copy twice */
         plan_run(&plan, nops, base, loop, ctx);
     }
 }

@@ -448,9 +448,11 @@ typedef struct {
  * SIMD (or vectorized portable) unit-stride path runs, as NumPy's buffered
  * iterator does.
  */
+enum { PLAN_DIRECT, PLAN_CHUNKED, PLAN_TILED };
+
 typedef struct {
     int ndim;
-    int buffered;
+    int buffered;  /* PLAN_DIRECT, PLAN_CHUNKED or PLAN_TILED (driver.c, run_tiles) */
     Py_ssize_t shape[PyBUF_MAX_NDIM];
     Py_ssize_t strides[MAX_OPERANDS][PyBUF_MAX_NDIM];
     Py_ssize_t itemsize[MAX_OPERANDS];
