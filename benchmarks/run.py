@@ -3,6 +3,7 @@
     python benchmarks/run.py --quick           # seconds; what CI runs so this cannot rot
     python benchmarks/run.py                   # the full run: sizes 10 .. 10**8
     python benchmarks/run.py --plot docs/throughput.png --json results.json
+    python benchmarks/run.py --layouts-only --markdown layouts.md   # 2000x2000 x.T, F, ::-1
 
 Contenders appear when installed: NumPy (needed for arrays), PyTorch (CPU,
 its default thread count, on torch.from_numpy views of the same memory) and
@@ -223,6 +224,83 @@ def bench_backward(
     return rows
 
 
+# ---------------------------------------------------------------- layouts
+
+
+def layout_cases(np: Any, x: Any) -> dict[str, tuple[Any, Any]]:
+    """layout name -> (input, out or None), all with x's values and shape."""
+    o = np.empty_like(x)
+    f = np.asfortranarray(x)
+    return {
+        "C in, C out": (x, o),
+        "x.T in, out=o.T": (x.T, o.T),
+        "F in, F out": (f, np.empty_like(f)),
+        "x[:, ::-1] in and out": (x[:, ::-1], o[:, ::-1]),
+        "x[:, ::-1] in, C out": (x[:, ::-1], np.empty_like(x)),
+        "x.T in, C out": (x.T, np.empty(x.T.shape, x.dtype)),
+        "C in, no out": (x, None),
+        "x.T in, no out": (x.T, None),
+    }
+
+
+def layout_calls(np: Any, xin: Any, out: Any, a: float) -> dict[str, Callable[[], object]]:
+    if out is None:  # leaky's results are C order: NumPy's default (K) would follow xin's
+        return {
+            "leaky": lambda: leaky_relu(xin, a, threads=1),
+            "np.multiply": lambda: np.multiply(xin, a, order="C"),
+        }
+    return {
+        "leaky": lambda: leaky_relu(xin, a, out=out, threads=1),
+        "np.multiply": lambda: np.multiply(xin, a, out=out),
+    }
+
+
+def bench_layouts(np: Any, side: int, repeats: int, budget: float) -> list[dict[str, Any]]:
+    """Transposed, F-ordered and reversed operands next to C order and np.multiply
+    (the same layouts, a ufunc of the same traffic); in-place rows use alpha = 1.
+    leaky runs with threads=1, as np.multiply does: the rows compare how each
+    walks a layout, not the thread pool."""
+    rows: list[dict[str, Any]] = []
+    for dtype in ("float64", "float32"):
+        x = np.random.default_rng(2).standard_normal((side, side)).astype(dtype)
+        cases = layout_cases(np, x)
+        cases["x.T in place"] = (x.T, x.T)
+        for name, (xin, out) in cases.items():
+            calls = layout_calls(np, xin, out, 1.0 if xin is out else ALPHA)
+            times = side_by_side(calls, repeats, budget)
+            rows.append({"dtype": dtype, "side": side, "layout": name, "seconds": times})
+        base = next(r for r in rows if r["dtype"] == dtype and r["layout"] == "C in, C out")
+        for r in rows:
+            if r["dtype"] == dtype:
+                r["vs_c"] = r["seconds"]["leaky"] / base["seconds"]["leaky"]
+                r["vs_np"] = r["seconds"]["leaky"] / r["seconds"]["np.multiply"]
+                print(
+                    f"  {dtype:8s} {side}x{side} {r['layout']:24s}"
+                    f" leaky {fmt_time(r['seconds']['leaky']):>10s}"
+                    f"  np.multiply {fmt_time(r['seconds']['np.multiply']):>10s}"
+                    f"  leaky/C-order {r['vs_c']:5.2f}  leaky/np.multiply {r['vs_np']:5.2f}",
+                    flush=True,
+                )
+    return rows
+
+
+def layouts_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "### Layouts (time per call; ratios: lower is better)",
+        "",
+        "| dtype | shape | layout | leaky | np.multiply | leaky / C order | leaky / np.multiply |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        t = r["seconds"]
+        lines.append(
+            f"| {r['dtype']} | {r['side']}x{r['side']} | {r['layout']} | "
+            f"{fmt_time(t['leaky'])} | {fmt_time(t['np.multiply'])} | {r['vs_c']:.2f} | "
+            f"{r['vs_np']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def reference(times: dict[str, float]) -> float:
     return next(t for n, t in times.items() if n.startswith("BW"))
 
@@ -248,7 +326,10 @@ def print_array_row(row: dict[str, Any], flush: bool = False) -> None:
 
 
 def markdown_tables(
-    numbers: list[dict[str, Any]], arrays: list[dict[str, Any]], backward: list[dict[str, Any]]
+    numbers: list[dict[str, Any]],
+    arrays: list[dict[str, Any]],
+    backward: list[dict[str, Any]],
+    layouts: list[dict[str, Any]] | None = None,
 ) -> str:
     lines = [
         "### Numbers (time per call, ns; ratios: lower is better)",
@@ -301,11 +382,16 @@ def markdown_tables(
                 f"{t['np.where(z > 0, g, g * a)'] / t['leaky backward']:.2f}x | "
                 f"{fmt_time(t['leaky grad'])} | {min(grad_others) / t['leaky grad']:.2f}x |"
             )
+    if layouts:
+        lines += ["", layouts_table(layouts)]
     return "\n".join(lines)
 
 
 def targets_summary(
-    numbers: list[dict[str, Any]], arrays: list[dict[str, Any]], backward: list[dict[str, Any]]
+    numbers: list[dict[str, Any]],
+    arrays: list[dict[str, Any]],
+    backward: list[dict[str, Any]],
+    layouts: list[dict[str, Any]] | None = None,
 ) -> str:
     """Each speed target of the project, with the worst ratio this run measured."""
     rows: list[tuple[str, str, float, bool]] = []
@@ -315,6 +401,8 @@ def targets_summary(
 
     for kind, picks in (("float", ("-1.5", "1.5")), ("int", ("3",))):
         sel = [r for r in numbers if r["x"] in picks]
+        if not sel:
+            continue
         worst = max(r["vs_one_liner"] for r in sel)
         add(
             f"numbers ({kind} x): time <= 0.5x the one-liner, every call form",
@@ -394,6 +482,29 @@ def targets_summary(
                     min(sp),
                     min(sp) >= need,
                 )
+    # transposed, F-ordered and reversed operands that agree with each other
+    agreeing = [
+        r
+        for r in layouts or []
+        if r["layout"]
+        in ("x.T in, out=o.T", "F in, F out", "x[:, ::-1] in and out", "x.T in place")
+    ]
+    if agreeing:
+        worst = max(r["vs_c"] for r in agreeing)
+        add(
+            "layouts (x.T, F order, reversed; in and out alike): <= 1.3x C order",
+            "worst leaky / C order",
+            worst,
+            worst <= 1.3,
+        )
+    if layouts:
+        worst = max(r["vs_np"] for r in layouts)
+        add(
+            "layouts (all rows): no slower than np.multiply on the same layout",
+            "worst leaky / np.multiply",
+            worst,
+            worst <= 1.0,
+        )
     lines = [
         "### Targets (worst case over dtypes, sizes and modes in this run)",
         "",
@@ -457,12 +568,15 @@ def main() -> None:
     parser.add_argument("--plot", help="write the throughput plot (needs matplotlib)")
     parser.add_argument("--json", help="write every timing as JSON")
     parser.add_argument("--markdown", help="write the ratio tables as Markdown")
+    parser.add_argument(
+        "--layouts-only", action="store_true", help="only the transposed/F/reversed rows"
+    )
     args = parser.parse_args()
 
     if args.quick:
-        sizes, repeats, budget = [10, 1000, 100_000], 3, 0.02
+        sizes, repeats, budget, side = [10, 1000, 100_000], 3, 0.02, 300
     else:
-        sizes, repeats, budget = [10**k for k in range(1, 9)], 7, 0.2
+        sizes, repeats, budget, side = [10**k for k in range(1, 9)], 7, 0.2, 2000
     np, torch, ne = optional("numpy"), optional("torch"), optional("numexpr")
     versions = {m.__name__: m.__version__ for m in (np, torch, ne) if m is not None}
     print(f"machine: {machine()}")
@@ -470,6 +584,17 @@ def main() -> None:
     if torch is not None:
         print(f"torch threads: {torch.get_num_threads()}")
 
+    if args.layouts_only:
+        if np is None:
+            sys.exit("--layouts-only needs NumPy")
+        print("layouts:")
+        only = bench_layouts(np, side, repeats, budget)
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(f"Machine: {machine()}; contenders: {versions}\n\n")
+                f.write(targets_summary([], [], [], only) + "\n\n")
+                f.write(layouts_table(only) + "\n")
+        return
     print("numbers (ns per call):")
     numbers = bench_numbers(repeats * 3, budget / 10)
     for r in numbers:
@@ -480,6 +605,7 @@ def main() -> None:
         )
     arrays: list[dict[str, Any]] = []
     backward: list[dict[str, Any]] = []
+    layouts: list[dict[str, Any]] = []
     if np is None:
         print("arrays: skipped, NumPy is not installed")
     else:
@@ -488,6 +614,8 @@ def main() -> None:
         arrays = bench_arrays(np, torch, ne, sizes, dtypes, repeats, budget)
         print("backward and grad:")
         backward = bench_backward(np, torch, sizes, dtypes, repeats, budget)
+        print("layouts (transposed, F-ordered, reversed):")
+        layouts = bench_layouts(np, side, repeats, budget)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
@@ -497,6 +625,7 @@ def main() -> None:
                     "numbers": numbers,
                     "arrays": arrays,
                     "backward": backward,
+                    "layouts": layouts,
                 },
                 f,
                 indent=1,
@@ -504,8 +633,8 @@ def main() -> None:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(f"Machine: {machine()}; contenders: {versions}\n\n")
-            f.write(targets_summary(numbers, arrays, backward) + "\n\n")
-            f.write(markdown_tables(numbers, arrays, backward) + "\n")
+            f.write(targets_summary(numbers, arrays, backward, layouts) + "\n\n")
+            f.write(markdown_tables(numbers, arrays, backward, layouts) + "\n")
     if args.plot and arrays:
         plot(arrays, args.plot, machine())
     sys.stdout.flush()
