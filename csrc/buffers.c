@@ -307,11 +307,12 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
     if (prepare_output(st, fname, z, out_obj, result_kind, &in, &out, &target, &finish) < 0) {
         goto done;
     }
-    const int overlaps = operands_overlap(&in, &out);
-    /* an out= that may overlap itself: from copies of the inputs, in C order */
+    /* a fresh result overlaps nothing; an out= that may overlap itself is
+       computed from copies of the inputs, in C order */
+    const int overlaps = out_obj != NULL && operands_overlap(&in, &out);
     const int self_overlap = out_obj != NULL && operand_overlaps_itself(&out);
-    int failed;
-    detached = detach_from_output(&in, &out, self_overlap, &failed);
+    int failed = 0;
+    detached = overlaps ? detach_from_output(&in, &out, self_overlap, &failed) : NULL;
     if (failed) {
         goto done;
     }
@@ -367,16 +368,15 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
                        &finish) < 0) {
         goto done;
     }
-    const int grad_overlaps = operands_overlap(&grad, &out);
-    const int z_overlaps = operands_overlap(&z, &out);
-    /* an out= that may overlap itself: from copies of the inputs, in C order */
+    const int grad_overlaps = out_obj != NULL && operands_overlap(&grad, &out);
+    const int z_overlaps = out_obj != NULL && operands_overlap(&z, &out);
     const int self_overlap = out_obj != NULL && operand_overlaps_itself(&out);
-    int failed;
-    detached_grad = detach_from_output(&grad, &out, self_overlap, &failed);
+    int failed = 0;
+    detached_grad = grad_overlaps ? detach_from_output(&grad, &out, self_overlap, &failed) : NULL;
     if (failed) {
         goto done;
     }
-    detached_z = detach_from_output(&z, &out, self_overlap, &failed);
+    detached_z = z_overlaps ? detach_from_output(&z, &out, self_overlap, &failed) : NULL;
     if (failed) {
         goto done;
     }

@@ -375,19 +375,20 @@ run_serial(Operand *const *ops, int nops, InnerLoop loop, const LoopContext *ctx
 static int
 extent_offsets(const Operand *op, Py_ssize_t *lo, Py_ssize_t *hi)
 {
+    Py_ssize_t low = 0, high = op->view.itemsize, span, width;
+    int overflow = 0;
     for (int d = 0; d < op->view.ndim; d++) {
         if (op->shape[d] == 0) {
-            return 0;
+            return 0;  /* empty, whatever the other sides */
+        }
+        if (checked_mul(op->strides[d], op->shape[d] - 1, &span)) {
+            overflow = 1;  /* still looking for a 0 side */
+        }
+        else if (span < 0 ? checked_add(low, span, &low) : checked_add(high, span, &high)) {
+            overflow = 1;
         }
     }
-    Py_ssize_t low = 0, high = op->view.itemsize, span, width;
-    for (int d = 0; d < op->view.ndim; d++) {
-        if (checked_mul(op->strides[d], op->shape[d] - 1, &span) ||
-            checked_add(span < 0 ? low : high, span, span < 0 ? &low : &high)) {
-            return -1;
-        }
-    }
-    if (low == PY_SSIZE_T_MIN || checked_add(high, -low, &width)) {  /* low <= 0 */
+    if (overflow || low == PY_SSIZE_T_MIN || checked_add(high, -low, &width)) {  /* low <= 0 */
         return -1;
     }
     *lo = low;
@@ -402,12 +403,28 @@ extent_offsets(const Operand *op, Py_ssize_t *lo, Py_ssize_t *hi)
  * plan_build's total) can overflow.  ValueError otherwise, as NumPy's
  * "array is too big".
  */
+/* 1 if op is C-contiguous (unit sides aside): it spans its byte count, no more. */
+static int
+c_contiguous(const Operand *op)
+{
+    Py_ssize_t expected = op->view.itemsize;
+    for (int d = op->view.ndim - 1; d >= 0; d--) {
+        if (op->shape[d] != 1) {
+            if (op->strides[d] != expected) {
+                return 0;
+            }
+            expected *= op->shape[d];  /* checked_nbytes has bounded the product */
+        }
+    }
+    return 1;
+}
+
 int
 operand_check_size(const Operand *op, const char *fname, const char *argname)
 {
     Py_ssize_t nbytes, lo, hi;
     if (checked_nbytes(op->view.ndim, op->shape, op->view.itemsize, &nbytes) ||
-        extent_offsets(op, &lo, &hi) < 0) {
+        (!c_contiguous(op) && extent_offsets(op, &lo, &hi) < 0)) {
         PyErr_Format(PyExc_ValueError,
                      "%s() argument '%s' is too big: its shape and strides span more than "
                      "%zd bytes", fname, argname, PY_SSIZE_T_MAX);
@@ -459,6 +476,9 @@ operand_overlaps_itself(const Operand *op)
             return 0;
         }
     }
+    if (c_contiguous(op)) {  /* the common out=: no sorting */
+        return 0;
+    }
     for (int d = 0; d < op->view.ndim; d++) {
         if (op->shape[d] == 1) {
             continue;
@@ -503,21 +523,22 @@ operands_identical(const Operand *a, const Operand *b)
 }
 
 /*
- * When an input partially overlaps the output, writing the output would
- * clobber input elements not yet read.  Like NumPy, read from a private copy
- * instead.  An input identical to the output is safe in place, unless the
- * output overlaps itself (output_overlaps_itself, from
- * operand_overlaps_itself): then one element's write changes another's
- * input, so identical inputs are copied too.  Returns the copy (to be freed
- * by the caller), or NULL with *failed set on allocation failure.
+ * For an input that overlaps the output (the caller asked operands_overlap):
+ * writing the output would clobber input elements not yet read.  Like
+ * NumPy, read from a private copy instead.  An input identical to the
+ * output is safe in place, unless the output overlaps itself
+ * (output_overlaps_itself, from operand_overlaps_itself): then one element's
+ * write changes another's input, so identical inputs are copied too.
+ * Returns the copy (to be freed by the caller), NULL if none is needed, or
+ * NULL with *failed set on allocation failure.
  */
 char *
 detach_from_output(Operand *input, const Operand *output, int output_overlaps_itself,
                    int *failed)
 {
     *failed = 0;
-    if (!operands_overlap(input, output) ||
-        (!output_overlaps_itself && operands_identical(input, output))) {
+    assert(operands_overlap(input, output));
+    if (!output_overlaps_itself && operands_identical(input, output)) {
         return NULL;
     }
     const Py_ssize_t itemsize = input->view.itemsize;
