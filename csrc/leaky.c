@@ -119,13 +119,20 @@ parse_threads(const char *fname, PyObject *obj, int *threads)
     if (obj == NULL || obj == Py_None) {
         return 0;
     }
-    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+    /* any integer that says so through __index__ (numpy.int64, say), as for
+       range(); bool is an int but never a thread count */
+    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s() argument 'threads' must be an int or None, not %.200s",
                      fname, Py_TYPE(obj)->tp_name);
         return -1;
     }
+    PyObject *count = PyNumber_Index(obj);
+    if (count == NULL) {
+        return -1;
+    }
     int overflow;
-    long value = PyLong_AsLongAndOverflow(obj, &overflow);
+    long value = PyLong_AsLongAndOverflow(count, &overflow);
+    Py_DECREF(count);
     if (value == -1 && PyErr_Occurred()) {
         return -1;
     }
@@ -367,6 +374,21 @@ leaky_worker_parts(PyObject *module, PyObject *unused)
     return pool_worker_parts(ATOMIC_LOAD_PTR(&get_state(module)->pool));
 }
 
+/* _numpy_fast_path(): "untried", "loading", "ready" or "unusable".  Tests
+   check that an exact ndarray found NumPy's layout usable, so the suite run
+   against NumPy 1.x (.ci/run) proves the fast path on both struct layouts. */
+static PyObject *
+leaky_numpy_fast_path(PyObject *module, PyObject *unused)
+{
+    static const char *const names[] = {[NUMPY_API_UNTRIED] = "untried",
+                                        [NUMPY_API_LOADING] = "loading",
+                                        [NUMPY_API_READY] = "ready",
+                                        [NUMPY_API_UNUSABLE] = "unusable"};
+    long long api = ATOMIC_LOAD(&get_state(module)->numpy_api);
+    assert(api >= NUMPY_API_UNTRIED && api <= NUMPY_API_UNUSABLE);
+    return PyUnicode_FromString(names[api]);
+}
+
 static PyMethodDef leaky_methods[] = {
     {"leaky_relu", (PyCFunction)(void (*)(void))leaky_relu, METH_FASTCALL | METH_KEYWORDS,
      leaky_relu_doc},
@@ -378,6 +400,8 @@ static PyMethodDef leaky_methods[] = {
      "Read (and, for tests and tuning, set) the size thresholds; returns them as a dict."},
     {"_worker_parts", leaky_worker_parts, METH_NOARGS,
      "Parts of parallel calls that each pool worker has run (for tests)."},
+    {"_numpy_fast_path", leaky_numpy_fast_path, METH_NOARGS,
+     "Whether exact ndarrays are read straight off NumPy's structs (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 
