@@ -331,6 +331,17 @@ process_fork_count(void)
 }
 #endif
 
+/*
+ * The thread cap, LEAKY_MAX_THREADS = 1024: the CPUs this process may use
+ * up to there, or LEAKY_NUM_THREADS and threads= up to there.  Not lower:
+ * a 128- or 256-core machine gets all its cores (the worker arrays are
+ * sized when the pool is made, so the cap costs nothing).  Not higher:
+ * 1024 is all that glibc's cpu_set_t (the affinity mask read below) can
+ * describe, so no count read from it exceeds it; a leaky ReLU is bound by
+ * memory bandwidth long before that many threads; and it bounds the
+ * threads a mistyped LEAKY_NUM_THREADS can start (each with its own
+ * stack).  The ticket's fields (above) would allow up to 16,383.
+ */
 int
 default_thread_count(void)
 {

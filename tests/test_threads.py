@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -192,17 +193,82 @@ def test_threads_n_uses_at_most_n_threads() -> None:
     assert [line.split()[0] for line in out.splitlines()] == ["2", "3", "6"]
 
 
-@pytest.mark.parametrize("value", ["0", "-2", "65", "four", "2x"])
-def test_bad_thread_count_in_the_environment(value: str) -> None:
+def import_with_thread_count(value: str | None, *flags: str) -> tuple[int, int, list[str]]:
+    """_max_threads, _thread_cap and the warnings of `import leaky` in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if k != "LEAKY_NUM_THREADS"}
+    if value is not None:
+        env["LEAKY_NUM_THREADS"] = value
+    code = textwrap.dedent("""
+        import json, warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import leaky._leaky as ext
+        print(json.dumps([ext._max_threads, ext._thread_cap,
+                          [f"{w.category.__name__}: {w.message}" for w in caught]]))
+    """)
     done = subprocess.run(
-        [sys.executable, "-c", "import leaky"],
+        [sys.executable, *flags, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    used, cap, warnings = json.loads(done.stdout)
+    return used, cap, warnings
+
+
+@pytest.fixture(scope="module")
+def automatic_thread_count() -> int:
+    used, cap, warnings = import_with_thread_count(None)
+    assert 1 <= used <= cap and not warnings
+    return used
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "-1", "-2", "abc", "four", "2x", "2.5", "0x10", "+", "4 4", "\u0664"]
+)
+def test_bad_thread_count_in_the_environment_is_ignored(
+    value: str, automatic_thread_count: int
+) -> None:
+    used, cap, warnings = import_with_thread_count(value)
+    assert used == automatic_thread_count
+    assert warnings == [
+        f"RuntimeWarning: LEAKY_NUM_THREADS={value!r} is not a thread count (a whole number "
+        f"from 1 to {cap}); ignored, using {used} (the CPUs this process may use)"
+    ]
+
+
+@pytest.mark.parametrize("value", ["4", " 4", "4 ", " 4 ", "\t4\n", "+4", "0004"])
+def test_thread_count_in_the_environment_ignores_whitespace(value: str) -> None:
+    assert import_with_thread_count(value) == (4, 1024, [])
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_empty_thread_count_in_the_environment_means_unset(
+    value: str, automatic_thread_count: int
+) -> None:
+    assert import_with_thread_count(value) == (automatic_thread_count, 1024, [])
+
+
+@pytest.mark.parametrize("value", ["1025", " 5000 ", "99999999999999999999999999"])
+def test_thread_count_above_the_cap_is_clamped(value: str) -> None:
+    used, cap, warnings = import_with_thread_count(value)
+    assert (used, cap) == (1024, 1024)
+    assert warnings == [
+        f"RuntimeWarning: LEAKY_NUM_THREADS={value!r} is more than leaky's cap of 1024 "
+        "threads; using 1024"
+    ]
+    assert import_with_thread_count("1024") == (1024, 1024, [])  # the cap itself is fine
+
+
+def test_thread_count_warning_obeys_the_warning_filters() -> None:
+    # -W error turns this warning into an error, as it does every warning
+    done = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", "import leaky"],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "LEAKY_NUM_THREADS": value},
+        env={**os.environ, "LEAKY_NUM_THREADS": "abc"},
     )
     assert done.returncode != 0
-    assert f"ImportError: LEAKY_NUM_THREADS={value} is not a thread count" in done.stderr
+    assert "RuntimeWarning: LEAKY_NUM_THREADS='abc' is not a thread count" in done.stderr
 
 
 def test_thread_count_from_the_environment_caps_auto() -> None:
