@@ -169,6 +169,79 @@ def run_script(code: str, **env: str) -> str:
     return done.stdout
 
 
+# Tiny jobs through the pool, back to back from several Python threads, with
+# threads= changing the part count from one job to the next: what a late
+# worker holding an old job's ticket would meet.  In place with alpha = 0.5,
+# so a part run twice gives 0.25 * z and a part written after the call
+# returned shows up in the next check; every product is exact, so numpy's
+# where() is an exact oracle.  LEAKY_POOL_STRESS_SECONDS sets the run time
+# (.ci/tsan.sh runs it longer under ThreadSanitizer).
+POOL_STRESS = """
+import sys, threading, time
+import numpy as np
+import leaky._leaky as ext
+from leaky import leaky_relu, leaky_relu_backward
+
+seconds, nthreads = float(sys.argv[1]), int(sys.argv[2])
+assert ext._max_threads == 8, ext._max_threads
+ext._tune(gil_threshold=0, parallel_threshold=0)  # every call splits, however small
+ALPHA = 0.5
+SHAPES = [(1,), (7,), (64,), (65,), (200,), (513,), (1000,), (3, 40), (37, 5), (8, 8, 8)]
+THREADS = [2, 8, 2, 8, 3, 5, None]
+deadline = time.monotonic() + seconds
+results = []
+
+def stress(seed):
+    rng = np.random.default_rng(seed)
+    cases = []
+    for shape in SHAPES:
+        x = rng.standard_normal(shape)
+        cases.append((x, np.where(x > 0, x, x * ALPHA), np.where(x > 0, 1.0, ALPHA)))
+    calls = wrong = 0
+    first = None
+    while calls < 200 or time.monotonic() < deadline:
+        for (x, forward, grad), threads in zip(cases, THREADS * 2):
+            work = x.copy()
+            leaky_relu(work, ALPHA, out=work, threads=threads)
+            ones = np.ones_like(x)
+            leaky_relu_backward(ones, x, ALPHA, out=ones, threads=threads)
+            fresh = leaky_relu(x, ALPHA, threads=threads)
+            calls += 3
+            for got, want in ((work, forward), (ones, grad), (fresh, forward)):
+                if not np.array_equal(got, want):
+                    wrong += 1
+                    i = int(np.flatnonzero(got.ravel() != want.ravel())[0])
+                    first = first or (x.shape, threads, i, got.ravel()[i], want.ravel()[i])
+    results.append((calls, wrong, first))
+
+workers = [threading.Thread(target=stress, args=(i,)) for i in range(nthreads)]
+for t in workers:
+    t.start()
+for t in workers:
+    t.join()
+calls = sum(r[0] for r in results)
+wrong = sum(r[1] for r in results)
+firsts = [r[2] for r in results if r[2] is not None]
+assert len(results) == nthreads, results
+assert wrong == 0, f"{wrong} wrong results of {calls} calls, first: {firsts[0]}"
+assert sum(ext._worker_parts()) > 0, "the workers never took a part"
+print("ok", calls)
+"""
+
+
+def test_pool_stress_tiny_jobs_from_many_threads() -> None:
+    seconds = os.environ.get("LEAKY_POOL_STRESS_SECONDS", "2")
+    done = subprocess.run(
+        [sys.executable, "-c", POOL_STRESS, seconds, "6"],
+        capture_output=True,
+        text=True,
+        timeout=float(seconds) * 10 + 120,
+        env={**os.environ, "LEAKY_NUM_THREADS": "8"},
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.split()[0] == "ok", done.stdout
+
+
 def test_threads_n_uses_at_most_n_threads() -> None:
     # A pool of 5 workers (LEAKY_NUM_THREADS may exceed the CPUs): threads=n
     # must leave workers n-1 and up idle, and the answers must be right.
