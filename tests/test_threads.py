@@ -376,6 +376,67 @@ def test_pool_survives_fork() -> None:
     assert out.strip() == "ok"
 
 
+# A grandchild whose pid is that of a dead ancestor which made a pool: with a
+# pid check it took the inherited pool (threads gone, lock maybe held) for
+# its own.  The pid is reused on purpose by writing ns_last_pid (root only).
+PID_REUSE = """
+import os
+import numpy as np
+import leaky, leaky._leaky as ext
+
+x = np.linspace(-1, 1, 10**6)
+expected = np.where(x > 0, x, 0.01 * x)
+
+def fork_with_pid(wanted):
+    for _ in range(50):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(wanted - 1))
+        pid = os.fork()
+        if pid == 0:
+            if os.getpid() != wanted:
+                os._exit(7)
+            inherited = ext._worker_parts()
+            ok = (leaky.leaky_relu(x) == expected).all()
+            return f"{len(inherited)} {ok} {len(ext._worker_parts())}"
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 7:
+            return None
+    return "unlucky"
+
+try:
+    open("/proc/sys/kernel/ns_last_pid", "w").close()
+except OSError as exc:
+    print("skip", exc)
+    raise SystemExit(0)
+go_read, go_write = os.pipe()
+out_read, out_write = os.pipe()
+a = os.fork()
+if a == 0:  # A makes a pool, forks B and exits
+    assert (leaky.leaky_relu(x) == expected).all() and len(ext._worker_parts()) == 3
+    a_pid = os.getpid()
+    if os.fork() == 0:  # B forks, once A is gone, a child G with A's pid
+        os.close(out_read)
+        os.read(go_read, 1)
+        seen = fork_with_pid(a_pid)
+        if seen is not None:
+            os.write(out_write, seen.encode())
+    os._exit(0)
+os.close(out_write)
+os.waitpid(a, 0)  # A reaped: its pid is free
+os.write(go_write, b"g")
+print(os.read(out_read, 100).decode() or "no answer")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ns_last_pid is Linux's")
+def test_grandchild_with_a_dead_ancestors_pid_makes_its_own_pool() -> None:
+    out = run_script(PID_REUSE, LEAKY_NUM_THREADS="4").strip()
+    if out.startswith("skip") or out == "unlucky":
+        pytest.skip(f"cannot choose the next pid here: {out}")
+    # G saw no pool (the inherited one is forgotten), computed right, and made its own
+    assert out == "0 True 3"
+
+
 def test_interpreter_exits_with_a_busy_pool() -> None:
     out = run_script("""
         import threading, numpy as np, leaky
