@@ -11,8 +11,9 @@ _Out = TypeVar("_Out")
 PYBUF_MAX_NDIM: Final[int]
 _kernels: Final[str]
 _supported_kernels: Final[tuple[str, ...]]
-_max_threads: Final[int]
-_assertions: Final[int]  # 1 in LEAKY_DEBUG=1 and LEAKY_SANITIZE=1 builds
+_max_threads: Final[int]  # threads a call may use: the CPUs, or LEAKY_NUM_THREADS
+_thread_cap: Final[int]  # the most threads leaky uses, whatever is asked
+_assertions: Final[int]  # 1 in LEAKY_DEBUG=1, LEAKY_SANITIZE=1 and LEAKY_TSAN=1 builds
 
 def _tune(
     gil_threshold: int = -1, parallel_threshold: int = -1, stream_bytes: int = -1
