@@ -1,8 +1,9 @@
 """Declares the C extension; all other metadata lives in pyproject.toml.
 
-Two opt-in build switches, for the hardening checks in .ci/ (docs/reliability.md):
+Three opt-in build switches, for the hardening checks in .ci/ (docs/reliability.md):
 
 - ``LEAKY_SANITIZE=1``: AddressSanitizer and UndefinedBehaviorSanitizer, C asserts on.
+- ``LEAKY_TSAN=1``: ThreadSanitizer, C asserts on (.ci/tsan.sh).
 - ``LEAKY_DEBUG=1``: C asserts on (``-UNDEBUG``), with debug info, no sanitizers.
 """
 
@@ -27,7 +28,7 @@ libraries: list[str] = []
 # link-time optimisation, so the compiler inlines across files as it did when
 # the extension was one file: without it, callgrind counted 70-100 more
 # instructions in a 10-element ndarray call (docs/architecture.md).
-release = not (switch("LEAKY_DEBUG") or switch("LEAKY_SANITIZE"))
+release = not (switch("LEAKY_DEBUG") or switch("LEAKY_SANITIZE") or switch("LEAKY_TSAN"))
 if sys.platform == "win32":
     compile_args = ["/O2", "/std:c11"]
     if release:
@@ -45,6 +46,10 @@ else:
         sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
         compile_args += [*sanitizers, "-fno-omit-frame-pointer", "-O1", "-g", "-UNDEBUG"]
         link_args += ["-fsanitize=address,undefined"]
+    elif switch("LEAKY_TSAN"):
+        # ThreadSanitizer cannot be combined with ASan; its own build
+        compile_args += ["-fsanitize=thread", "-fno-omit-frame-pointer", "-O1", "-g", "-UNDEBUG"]
+        link_args += ["-fsanitize=thread"]
     elif switch("LEAKY_DEBUG"):
         compile_args += ["-O1", "-g", "-UNDEBUG"]
 if sys.platform.startswith("linux"):

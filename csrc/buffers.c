@@ -49,6 +49,70 @@ operand_release(Operand *op)
     }
 }
 
+/* The pending exception, taken out (NULL if none), and put back. */
+static PyObject *
+take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    Py_DECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+#endif
+}
+
+static void
+put_back_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+/*
+ * PyObject_GetBuffer failed on obj.  NumPy refuses to export dtypes that
+ * have no buffer format (datetime64, timedelta64, ml_dtypes' bfloat16 and
+ * float8 types, ...) with a ValueError; for those, raise the TypeError that
+ * names the dtype, as for any format leaky cannot compute, with NumPy's
+ * error as its cause.  Any other failure passes through unchanged.
+ */
+static int
+explain_refused_export(const char *fname, const char *argname, PyObject *obj)
+{
+    if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+        return -1;
+    }
+    PyObject *refusal = take_exception();
+    PyObject *dtype = PyObject_GetAttrString(obj, "dtype");
+    if (dtype == NULL) {
+        PyErr_Clear();
+        put_back_exception(refusal);
+        return -1;
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "%s() argument '%s' has dtype '%S', which has no buffer format and which "
+                 "leaky cannot compute; expected float16, float32, float64, a signed or "
+                 "unsigned integer or bool",
+                 fname, argname, dtype);
+    Py_DECREF(dtype);
+    PyObject *explained = take_exception();
+    PyException_SetCause(explained, refusal);  /* steals refusal */
+    put_back_exception(explained);
+    return -1;
+}
+
 static int
 operand_acquire_input(LeakyState *st, Operand *op, PyObject *obj, const char *fname,
                       const char *argname)
@@ -57,7 +121,7 @@ operand_acquire_input(LeakyState *st, Operand *op, PyObject *obj, const char *fn
         return operand_check_size(op, fname, argname);
     }
     if (PyObject_GetBuffer(obj, &op->view, PyBUF_RECORDS_RO) < 0) {
-        return -1;
+        return explain_refused_export(fname, argname, obj);
     }
     op->acquired = 1;
     switch (parse_format(op->view.format, op->view.itemsize, &op->kind)) {
@@ -121,7 +185,7 @@ operand_acquire_out(LeakyState *st, Operand *op, PyObject *obj, const char *fnam
     }
     else {
         if (PyObject_GetBuffer(obj, &op->view, PyBUF_RECORDS_RO) < 0) {
-            return -1;
+            return explain_refused_export(fname, "out", obj);
         }
         op->acquired = 1;
         if (op->view.readonly) {

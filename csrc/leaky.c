@@ -119,13 +119,20 @@ parse_threads(const char *fname, PyObject *obj, int *threads)
     if (obj == NULL || obj == Py_None) {
         return 0;
     }
-    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+    /* any integer that says so through __index__ (numpy.int64, say), as for
+       range(); bool is an int but never a thread count */
+    if (PyBool_Check(obj) || !PyIndex_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s() argument 'threads' must be an int or None, not %.200s",
                      fname, Py_TYPE(obj)->tp_name);
         return -1;
     }
+    PyObject *count = PyNumber_Index(obj);
+    if (count == NULL) {
+        return -1;
+    }
     int overflow;
-    long value = PyLong_AsLongAndOverflow(obj, &overflow);
+    long value = PyLong_AsLongAndOverflow(count, &overflow);
+    Py_DECREF(count);
     if (value == -1 && PyErr_Occurred()) {
         return -1;
     }
@@ -367,6 +374,21 @@ leaky_worker_parts(PyObject *module, PyObject *unused)
     return pool_worker_parts(ATOMIC_LOAD_PTR(&get_state(module)->pool));
 }
 
+/* _numpy_fast_path(): "untried", "loading", "ready" or "unusable".  Tests
+   check that an exact ndarray found NumPy's layout usable, so the suite run
+   against NumPy 1.x (.ci/run) proves the fast path on both struct layouts. */
+static PyObject *
+leaky_numpy_fast_path(PyObject *module, PyObject *unused)
+{
+    static const char *const names[] = {[NUMPY_API_UNTRIED] = "untried",
+                                        [NUMPY_API_LOADING] = "loading",
+                                        [NUMPY_API_READY] = "ready",
+                                        [NUMPY_API_UNUSABLE] = "unusable"};
+    long long api = ATOMIC_LOAD(&get_state(module)->numpy_api);
+    assert(api >= NUMPY_API_UNTRIED && api <= NUMPY_API_UNUSABLE);
+    return PyUnicode_FromString(names[api]);
+}
+
 static PyMethodDef leaky_methods[] = {
     {"leaky_relu", (PyCFunction)(void (*)(void))leaky_relu, METH_FASTCALL | METH_KEYWORDS,
      leaky_relu_doc},
@@ -378,6 +400,8 @@ static PyMethodDef leaky_methods[] = {
      "Read (and, for tests and tuning, set) the size thresholds; returns them as a dict."},
     {"_worker_parts", leaky_worker_parts, METH_NOARGS,
      "Parts of parallel calls that each pool worker has run (for tests)."},
+    {"_numpy_fast_path", leaky_numpy_fast_path, METH_NOARGS,
+     "Whether exact ndarrays are read straight off NumPy's structs (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -438,25 +462,68 @@ choose_kernels(PyObject *module, LeakyState *st)
  * N - 1 workers), as OMP_NUM_THREADS does for OpenMP: for processes that
  * share a machine, such as Dask workers.  It may exceed the CPU count (tests
  * use that to get a pool of several workers on a 2-CPU machine).
+ *
+ * A bad value never stops the import; as OpenMP runtimes do, leaky says so
+ * with a RuntimeWarning naming the count it uses instead.  Whitespace
+ * around the number is ignored on both sides; empty (or blank) means unset.
+ * No count ("abc", "0", "-1", "2.5"): the automatic count.  Above the cap
+ * (LEAKY_MAX_THREADS, see default_thread_count): the cap.  Returns -1 only
+ * if the warning itself raised (warnings turned into errors).
  */
 static int
 thread_count_from_env(int *max_threads)
 {
     const char *text = getenv("LEAKY_NUM_THREADS");
-    if (text == NULL || text[0] == '\0') {
+    if (text == NULL) {
         return 0;
     }
-    char *end;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno != 0 || *end != '\0' || value < 1 || value > LEAKY_MAX_THREADS) {
-        PyErr_Format(PyExc_ImportError,
-                     "LEAKY_NUM_THREADS=%s is not a thread count from 1 to %d", text,
-                     LEAKY_MAX_THREADS);
+    const char *blank = " \t\n\v\f\r";
+    const char *start = text, *stop = text + strlen(text);
+    while (*start != '\0' && strchr(blank, *start) != NULL) {
+        start++;
+    }
+    while (stop > start && strchr(blank, stop[-1]) != NULL) {
+        stop--;
+    }
+    if (start == stop) {
+        return 0;
+    }
+    const char *digit = *start == '+' ? start + 1 : start;
+    long value = 0;
+    int is_count = digit < stop;
+    for (; is_count && digit < stop; digit++) {
+        if (*digit < '0' || *digit > '9') {
+            is_count = 0;
+        }
+        else if (value <= LEAKY_MAX_THREADS) {  /* past the cap: stays past it */
+            value = value * 10 + (*digit - '0');
+        }
+    }
+    if (is_count && value >= 1 && value <= LEAKY_MAX_THREADS) {
+        *max_threads = (int)value;
+        return 0;
+    }
+    PyObject *shown = PyUnicode_DecodeFSDefault(text);  /* as os.environ shows it */
+    if (shown == NULL) {
         return -1;
     }
-    *max_threads = (int)value;
-    return 0;
+    int warned;
+    if (is_count && value > LEAKY_MAX_THREADS) {
+        *max_threads = LEAKY_MAX_THREADS;
+        warned = PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                                  "LEAKY_NUM_THREADS=%R is more than leaky's cap of %d "
+                                  "threads; using %d",
+                                  shown, LEAKY_MAX_THREADS, LEAKY_MAX_THREADS);
+    }
+    else {
+        warned = PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                                  "LEAKY_NUM_THREADS=%R is not a thread count (a whole "
+                                  "number from 1 to %d); ignored, using %d (the CPUs this "
+                                  "process may use)",
+                                  shown, LEAKY_MAX_THREADS, *max_threads);
+    }
+    Py_DECREF(shown);
+    return warned;
 }
 
 static int
@@ -508,7 +575,8 @@ leaky_exec(PyObject *module)
 #endif
     if (PyModule_AddIntConstant(module, "_assertions", assertions) < 0 ||
         PyModule_AddIntConstant(module, "PYBUF_MAX_NDIM", PyBUF_MAX_NDIM) < 0 ||
-        PyModule_AddIntConstant(module, "_max_threads", st->max_threads) < 0) {
+        PyModule_AddIntConstant(module, "_max_threads", st->max_threads) < 0 ||
+        PyModule_AddIntConstant(module, "_thread_cap", LEAKY_MAX_THREADS) < 0) {
         return -1;
     }
     return choose_kernels(module, st);

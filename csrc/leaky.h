@@ -35,7 +35,7 @@
 
 #define LEAKY_DEFAULT_ALPHA 0.01
 #define MAX_OPERANDS 3
-#define LEAKY_MAX_THREADS 64
+#define LEAKY_MAX_THREADS 1024  /* the reason is in pool.c, default_thread_count */
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define LEAKY_X86_64 1

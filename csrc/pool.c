@@ -12,12 +12,14 @@
  * Large arrays are split across a small persistent pool of OS threads
  * (pthreads or Win32; no OpenMP runtime to ship).  The calling thread does
  * the first part itself.  Hand-off costs microseconds: a worker that has
- * just finished spins briefly on the job counter before it sleeps on a
+ * just finished spins briefly on the ticket before it sleeps on a
  * condition variable, so back-to-back calls never pay a wake-up.
  *
- * - Fork: the pool remembers the pid that made it; a child sees another pid,
- *   abandons the inherited copy (its threads do not exist there) and makes
- *   a pool of its own.
+ * - Fork: a pthread_atfork child hook counts the forks this process
+ *   descends through; the pool remembers the count it was made under, so a
+ *   child (or a grandchild, whatever its pid) sees another count, forgets
+ *   the inherited copy (its threads do not exist there, its lock may have
+ *   been held at the fork) and makes a pool of its own.
  * - Many Python threads: one job at a time; a caller that finds the pool
  *   busy runs its kernel alone instead of waiting.
  * - Interpreter exit: module free stops and joins the workers.
@@ -38,7 +40,6 @@ typedef CONDITION_VARIABLE Cond;
 #define cond_destroy(c) ((void)0)
 #define cond_wait(c, m) SleepConditionVariableSRW((c), (m), INFINITE, 0)
 #define cond_broadcast(c) WakeAllConditionVariable(c)
-#define current_pid() 0L
 #else
 #include <pthread.h>
 #include <unistd.h>
@@ -53,7 +54,6 @@ typedef pthread_cond_t Cond;
 #define cond_destroy(c) pthread_cond_destroy(c)
 #define cond_wait(c, m) pthread_cond_wait((c), (m))
 #define cond_broadcast(c) pthread_cond_broadcast(c)
-#define current_pid() ((long)getpid())
 #endif
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
@@ -96,112 +96,167 @@ run_part(const ParallelJob *job, int part)
 /*
  * The hand-off protocol, argued in one place.
  *
+ * The ticket.  One 64-bit word holds everything a worker needs to decide
+ * whether it may take a part, so that it decides from the word alone:
+ *
+ *     bits 48..62  generation  job number, wrapping (workers wait for it to change)
+ *     bits 32..47  helpers     workers this job may use (threads= minus the caller)
+ *     bits 16..31  nparts      the job's part count
+ *     bits  0..15  next        index of the next unclaimed part
+ *
+ * (LEAKY_MAX_THREADS keeps nparts, at most 4 threads' worth, and helpers
+ * below 2^16; bit 63 stays 0.)  A claimer loads the ticket; if
+ * next < nparts and, for a worker, its index < helpers, it tries the
+ * compare-and-swap ticket -> ticket + 1 (which only increments `next`), and
+ * if that succeeds it owns part `next` and only then reads `job` to run it.
+ * Nobody reads `job` for any other reason.
+ *
  * Ownership: a caller owns the pool while `busy` is 1 (pool_for_caller's
- * compare-and-swap), so there is one job at a time; a caller that finds the
- * pool busy runs its loop alone.  pool_run publishes a job in this order:
- * `job`, `helpers`, `done_parts` = 0, `ticket` = (generation << 32) | 0,
- * and last `generation`, under the lock, waking any sleepers.
+ * compare-and-swap, acquire; pool_release stores 0, release), so one
+ * pool_run runs at a time and only it writes `job`, `done_parts` and the
+ * ticket (other than by claims).
  *
- * Claiming: parts are claimed through the one ticket.  Whoever wins the
- * compare-and-swap from (g, i) to (g, i + 1) runs part i, so the caller
- * runs every part that no worker has picked up yet and never waits for a
- * thread that has not started: when the CPUs are busy with other threads
- * (another library's spinning pool, say) a call degrades to the serial
- * speed instead of waiting for a time slice.  A worker that wakes late
- * finds the ticket of a newer job, or none left, and touches nothing.
+ * pool_run publishes a job as: `job` (plain stores), `done_parts` = 0, then
+ * the new ticket (g + 1, helpers, nparts, 0) with release order; then, under
+ * the lock, it wakes the sleepers.  It runs parts itself, and returns only
+ * once `done_parts` (acquire) equals nparts.
  *
- * threads=N means N: a worker joins a job only while its index is below
- * the job's `helpers` (without this check every awake worker would take
- * parts).  `helpers` is read after the new generation, which pool_run
- * publishes after it; a stale value can only come from a later job, whose
- * ticket then turns this worker away.
+ * Why no stale ticket can claim a part of a newer job, and why nobody reads
+ * `job` while pool_run writes it:
+ *  1. A successful compare-and-swap read the word current at that moment,
+ *     and it equalled the claimer's ticket.  The claimer decided from that
+ *     word's fields only, so its decision is right for the job whose ticket
+ *     is current, whichever job it thought it was looking at: even if the
+ *     generation wrapped, an equal word means the same helpers, part count
+ *     and next part of the job installed now.  The swap's acquire
+ *     synchronises with the release store that installed that ticket (each
+ *     claim is an acquire-release read-modify-write, so it continues that
+ *     release sequence), so the claimer sees the complete `job` and the
+ *     zeroed `done_parts`.
+ *  2. Each part is claimed once: claims move `next` up by one per swap
+ *     and only while next < nparts, so part i goes to the one swap from
+ *     `next` = i, and the word never carries into the nparts field.
+ *  3. pool_run rewrites `job` only after the previous pool_run saw all
+ *     nparts parts counted done (each count is an acquire-release add after
+ *     the part's reads and writes; that caller's acquire load of the final
+ *     count, then its release of `busy` and the next caller's acquire of
+ *     it, order every read of the old `job` before the new writes).  By
+ *     then the old ticket has next == nparts, so no swap on it succeeds: a
+ *     worker still holding an older value fails its swap against whatever
+ *     word is current, or, by 1., claims from the new job correctly once
+ *     it is installed.
+ *  4. Hence `done_parts` counts only parts of the current job, each once,
+ *     and when it reaches nparts no part of it is still running: the caller
+ *     returns with its output complete.
  *
- * Completion: each finished part adds one to `done_parts`; the caller
- * returns once that equals the job's part count, spinning briefly and then
- * sleeping on `done`, which the finisher of the last part broadcasts under
- * the lock (the caller checks under the same lock, so no wake-up is lost).
+ * threads=N means N: a worker takes parts only while its index is below the
+ * ticket's helpers (without this check every awake worker would take
+ * parts).  The caller has no index and takes any part, so a call never
+ * waits for a thread that has not started: when the CPUs are busy with
+ * other threads (another library's spinning pool, say) it degrades to the
+ * serial speed instead of waiting for a time slice.
  *
- * Known hole, found by review and not yet closed: pool_run rewrites `job`
- * while the previous job's ticket is still installed, so a late worker that
- * loaded the old ticket can read the new job's `nparts`, win its
- * compare-and-swap on the old ticket's value, and run and count a part of
- * the new job while pool_run is still writing it.
+ * Completion: the claimer of a part reads nparts from its ticket, runs the
+ * part, adds one to `done_parts` and never touches the job again; whoever
+ * makes it nparts broadcasts `done` under the lock.  The caller spins
+ * briefly, then checks under the same lock before each wait, so the
+ * broadcast cannot fall between its check and its sleep.  A late broadcast
+ * (the caller saw the count while spinning and is already on its next
+ * job) only wakes a waiter that checks again.
+ *
+ * Sleeping: a worker spins on the ticket's generation, then sleeps on
+ * `work` under the lock, checking the generation (and `stop`) under it;
+ * pool_run stores the ticket before it takes the lock to broadcast, and
+ * `sleepers` is only touched under the lock, so a sleeper either sees the
+ * new generation or is woken.  A generation that wraps all the way round
+ * while a worker sleeps only costs that job a helper.
  */
 typedef struct {
     ThreadPool *pool;
-    int index;  /* 0 .. nworkers-1: joins a job only if index < the job's helpers */
+    int index;  /* 0 .. nworkers-1: takes parts only if index < the ticket's helpers */
     long long parts_run;  /* for tests (_worker_parts): which workers did work */
-} WorkerSlot;
+    ThreadHandle thread;
+} Worker;
 
 struct ThreadPool {
-    long long generation;  /* job number; workers wait for it to change */
-    long long helpers;     /* workers the current job may use (threads= minus the caller) */
-    long long ticket;      /* (generation << 32) | index of the next unclaimed part */
+    long long ticket;      /* generation | helpers | nparts | next, see above */
     long long done_parts;  /* parts of the current job finished */
     long long busy;        /* a caller owns the pool */
     long long stop;
-    long long sleepers;    /* workers asleep on `work` (guarded by lock) */
-    ParallelJob job;       /* valid while parts of it are unfinished */
-    long pid;
+    long long fork_count;  /* process_fork_count() when this pool was made */
+    int sleepers;          /* workers asleep on `work` (guarded by lock) */
     int nworkers;
+    ParallelJob job;       /* read only by the claimer of one of its parts */
     Mutex lock;
     Cond work;
     Cond done;
-    ThreadHandle threads[LEAKY_MAX_THREADS];
-    WorkerSlot slots[LEAKY_MAX_THREADS];
+    Worker workers[];      /* nworkers of them */
 };
 
-#define TICKET(generation, index) ((((generation) & 0x7fffffffLL) << 32) | (long long)(index))
+#define TICKET_FIELD 0xffffLL
+#define TICKET_NEXT(ticket) ((int)((ticket) & TICKET_FIELD))
+#define TICKET_NPARTS(ticket) ((int)(((ticket) >> 16) & TICKET_FIELD))
+#define TICKET_HELPERS(ticket) ((int)(((ticket) >> 32) & TICKET_FIELD))
+#define TICKET_GENERATION(ticket) (((ticket) >> 48) & 0x7fffLL)
 
-/* Claims and runs parts of job `generation` until none is left; counts
-   them in *parts_run (a worker's tally; NULL for the caller). */
-static void
-pool_work_on(ThreadPool *pool, long long generation, long long *parts_run)
+/* 4 parts per thread at most (driver.c), and helpers below the thread count */
+_Static_assert(4 * LEAKY_MAX_THREADS <= TICKET_FIELD, "nparts and helpers must fit the ticket");
+
+static long long
+ticket_for(long long generation, int helpers, int nparts)
 {
+    return ((generation & 0x7fffLL) << 48) | ((long long)helpers << 32) |
+           ((long long)nparts << 16);
+}
+
+/* Claims and runs parts while the ticket offers one to `index` (a worker's;
+   -1 for the caller, who takes any part); counts them in *parts_run (a
+   worker's tally; NULL for the caller).  Returns the last ticket it read. */
+static long long
+pool_work_on(ThreadPool *pool, int index, long long *parts_run)
+{
+    long long ticket = ATOMIC_LOAD(&pool->ticket);
     for (;;) {
-        long long ticket = ATOMIC_LOAD(&pool->ticket);
-        int index = (int)(ticket & 0xffffffffLL);
-        if ((ticket >> 32) != (generation & 0x7fffffffLL) || index >= pool->job.nparts) {
-            return;
+        const int next = TICKET_NEXT(ticket), nparts = TICKET_NPARTS(ticket);
+        if (next >= nparts || index >= TICKET_HELPERS(ticket)) {
+            return ticket;
         }
-        if (!ATOMIC_CAS(&pool->ticket, ticket, ticket + 1)) {
-            continue;
+        if (ATOMIC_CAS(&pool->ticket, ticket, ticket + 1)) {
+            run_part(&pool->job, next);  /* ours: the job cannot change until we count it */
+            if (parts_run != NULL) {
+                ATOMIC_ADD(parts_run, 1);
+            }
+            if (ATOMIC_ADD(&pool->done_parts, 1) + 1 == nparts) {
+                mutex_lock(&pool->lock);  /* pairs with the caller's check under the lock */
+                cond_broadcast(&pool->done);
+                mutex_unlock(&pool->lock);
+            }
         }
-        const int nparts = pool->job.nparts;  /* stable: our part is not done yet */
-        run_part(&pool->job, index);
-        if (parts_run != NULL) {
-            ATOMIC_ADD(parts_run, 1);
-        }
-        if (ATOMIC_ADD(&pool->done_parts, 1) + 1 == nparts) {
-            mutex_lock(&pool->lock);  /* pairs with the caller's check under the lock */
-            cond_broadcast(&pool->done);
-            mutex_unlock(&pool->lock);
-        }
+        ticket = ATOMIC_LOAD(&pool->ticket);
     }
 }
 
-/* Waits for a job newer than `seen`; returns its number, or -1 when told to stop. */
-static long long
+/* Waits for a ticket whose generation is not `seen`; 0 when told to stop. */
+static int
 pool_wait_for_job(ThreadPool *pool, long long seen)
 {
     for (int round = 0; round < LEAKY_SPIN_ROUNDS; round++) {
         if (ATOMIC_LOAD(&pool->stop)) {
-            return -1;
+            return 0;
         }
-        long long generation = ATOMIC_LOAD(&pool->generation);
-        if (generation != seen) {
-            return generation;
+        if (TICKET_GENERATION(ATOMIC_LOAD(&pool->ticket)) != seen) {
+            return 1;
         }
         cpu_relax();
     }
     mutex_lock(&pool->lock);
     pool->sleepers++;
-    while (ATOMIC_LOAD(&pool->generation) == seen && !ATOMIC_LOAD(&pool->stop)) {
+    while (TICKET_GENERATION(ATOMIC_LOAD(&pool->ticket)) == seen && !ATOMIC_LOAD(&pool->stop)) {
         cond_wait(&pool->work, &pool->lock);
     }
     pool->sleepers--;
     mutex_unlock(&pool->lock);
-    return ATOMIC_LOAD(&pool->stop) ? -1 : ATOMIC_LOAD(&pool->generation);
+    return !ATOMIC_LOAD(&pool->stop);
 }
 
 #ifdef _WIN32
@@ -212,19 +267,11 @@ static void *
 worker_main(void *arg)
 #endif
 {
-    WorkerSlot *slot = (WorkerSlot *)arg;
-    ThreadPool *pool = slot->pool;
-    long long seen = 0;
-    for (;;) {
-        long long generation = pool_wait_for_job(pool, seen);
-        if (generation < 0) {
-            break;
-        }
-        seen = generation;
-        /* threads=N means N (the protocol above) */
-        if (slot->index < ATOMIC_LOAD(&pool->helpers)) {
-            pool_work_on(pool, generation, &slot->parts_run);
-        }
+    Worker *self = (Worker *)arg;
+    ThreadPool *pool = self->pool;
+    long long seen = 0;  /* the generation of the pool's first ticket */
+    while (pool_wait_for_job(pool, seen)) {
+        seen = TICKET_GENERATION(pool_work_on(pool, self->index, &self->parts_run));
     }
 #ifdef _WIN32
     return 0;
@@ -233,6 +280,68 @@ worker_main(void *arg)
 #endif
 }
 
+/*
+ * Forks this process descends through, counted in each child by a
+ * pthread_atfork hook (registered once per process, before the first pool
+ * is made; CPython never unloads an extension, so the hook's code stays).
+ * A pool made under another count was inherited through fork.  Windows has
+ * no fork: always 0 there.
+ */
+#ifdef _WIN32
+static int
+fork_hook_ready(void)
+{
+    return 1;
+}
+
+static long long
+process_fork_count(void)
+{
+    return 0;
+}
+#else
+static long long fork_count;
+static int fork_hook_registered;
+static pthread_once_t fork_hook_once = PTHREAD_ONCE_INIT;
+
+static void
+count_fork_in_child(void)
+{
+    ATOMIC_ADD(&fork_count, 1);  /* the child has one thread: this one */
+}
+
+static void
+register_fork_hook(void)
+{
+    fork_hook_registered = pthread_atfork(NULL, NULL, count_fork_in_child) == 0;
+}
+
+/* 1 once the hook is in place (0 if pthread_atfork failed: then no pool). */
+static int
+fork_hook_ready(void)
+{
+    pthread_once(&fork_hook_once, register_fork_hook);
+    return fork_hook_registered;
+}
+
+static long long
+process_fork_count(void)
+{
+    return ATOMIC_LOAD(&fork_count);
+}
+#endif
+
+/*
+ * The thread cap, LEAKY_MAX_THREADS = 1024: the CPUs this process may use
+ * up to there, or LEAKY_NUM_THREADS and threads= up to there.  Not lower:
+ * a 128- or 256-core machine gets all its cores (the worker arrays are
+ * sized when the pool is made, so the cap costs nothing).  Not higher:
+ * 1024 is all that glibc's cpu_set_t (the affinity mask read below) can
+ * describe, so no count read from it exceeds it; a leaky ReLU is bound by
+ * memory bandwidth long before that many threads; and it bounds the
+ * threads a mistyped LEAKY_NUM_THREADS can start (each with its own
+ * stack).  The ticket's fields (above) would allow up to 16,383.
+ */
 int
 default_thread_count(void)
 {
@@ -261,8 +370,11 @@ pool_free(ThreadPool *pool)
     if (pool == NULL) {
         return;
     }
-    if (pool->pid != current_pid()) {
+    if (pool->fork_count != process_fork_count()) {
         return;  /* a fork child's copy: no threads to join, the lock may be held */
+    }
+    if (!ATOMIC_CAS(&pool->busy, 0, 1)) {
+        return;  /* a call still runs on it (a daemon thread at exit): leave it be */
     }
     ATOMIC_STORE(&pool->stop, 1);
     mutex_lock(&pool->lock);
@@ -270,10 +382,10 @@ pool_free(ThreadPool *pool)
     mutex_unlock(&pool->lock);
     for (int i = 0; i < pool->nworkers; i++) {
 #ifdef _WIN32
-        WaitForSingleObject(pool->threads[i], INFINITE);
-        CloseHandle(pool->threads[i]);
+        WaitForSingleObject(pool->workers[i].thread, INFINITE);
+        CloseHandle(pool->workers[i].thread);
 #else
-        pthread_join(pool->threads[i], NULL);
+        pthread_join(pool->workers[i].thread, NULL);
 #endif
     }
     mutex_destroy(&pool->lock);
@@ -282,26 +394,32 @@ pool_free(ThreadPool *pool)
     PyMem_RawFree(pool);
 }
 
-/* A pool with `nthreads - 1` workers; NULL if out of memory. */
+/* A pool with up to `nthreads - 1` workers; NULL if out of memory. */
 static ThreadPool *
 pool_new(int nthreads)
 {
-    ThreadPool *pool = PyMem_RawCalloc(1, sizeof(ThreadPool));
+    assert(nthreads >= 1 && nthreads <= LEAKY_MAX_THREADS);
+    if (!fork_hook_ready()) {
+        return NULL;  /* could not tell an inherited pool from ours: run alone */
+    }
+    size_t nworkers = (size_t)(nthreads - 1);
+    ThreadPool *pool = PyMem_RawCalloc(1, sizeof(ThreadPool) + nworkers * sizeof(Worker));
     if (pool == NULL) {
         return NULL;
     }
-    pool->pid = current_pid();
+    pool->fork_count = process_fork_count();
     mutex_init(&pool->lock);
     cond_init(&pool->work);
     cond_init(&pool->done);
-    for (int i = 0; i < nthreads - 1; i++) {
-        pool->slots[i].pool = pool;
-        pool->slots[i].index = i;
+    for (int i = 0; i < (int)nworkers; i++) {
+        Worker *worker = &pool->workers[i];
+        worker->pool = pool;
+        worker->index = i;
 #ifdef _WIN32
-        pool->threads[i] = CreateThread(NULL, 0, worker_main, &pool->slots[i], 0, NULL);
-        int failed = pool->threads[i] == NULL;
+        worker->thread = CreateThread(NULL, 0, worker_main, worker, 0, NULL);
+        int failed = worker->thread == NULL;
 #else
-        int failed = pthread_create(&pool->threads[i], NULL, worker_main, &pool->slots[i]) != 0;
+        int failed = pthread_create(&worker->thread, NULL, worker_main, worker) != 0;
 #endif
         if (failed) {
             break;  /* fewer workers is fine: the caller takes their parts */
@@ -312,23 +430,25 @@ pool_new(int nthreads)
 }
 
 /* Runs all parts of `job` on this thread and whichever of the first
-   `helpers` workers join in. */
+   `helpers` workers join in (the protocol above). */
 void
 pool_run(ThreadPool *pool, const ParallelJob *job, int helpers)
 {
-    assert(ATOMIC_LOAD(&pool->busy) == 1 && job->nparts >= 1);
-    long long generation = ATOMIC_LOAD(&pool->generation) + 1;
+    assert(ATOMIC_LOAD(&pool->busy) == 1);
+    assert(job->nparts >= 1 && job->nparts <= TICKET_FIELD);
+    assert(helpers >= 0 && helpers <= TICKET_FIELD);
+    /* every part of the last job was counted done: nobody reads `job` now */
+    long long last = ATOMIC_LOAD(&pool->ticket);
+    assert(TICKET_NEXT(last) == TICKET_NPARTS(last));
     pool->job = *job;
-    ATOMIC_STORE(&pool->helpers, (long long)helpers);
     ATOMIC_STORE(&pool->done_parts, 0);
-    ATOMIC_STORE(&pool->ticket, TICKET(generation, 0));
+    ATOMIC_STORE(&pool->ticket, ticket_for(TICKET_GENERATION(last) + 1, helpers, job->nparts));
     mutex_lock(&pool->lock);
-    ATOMIC_STORE(&pool->generation, generation);
     if (pool->sleepers > 0) {
         cond_broadcast(&pool->work);
     }
     mutex_unlock(&pool->lock);
-    pool_work_on(pool, generation, NULL);
+    pool_work_on(pool, -1, NULL);
     /* what is left are parts that workers are running right now */
     for (int round = 0; round < LEAKY_SPIN_ROUNDS; round++) {
         if (ATOMIC_LOAD(&pool->done_parts) == job->nparts) {
@@ -349,7 +469,7 @@ pool_for_caller(LeakyState *st)
 {
     for (;;) {
         ThreadPool *pool = ATOMIC_LOAD_PTR(&st->pool);
-        if (pool != NULL && pool->pid == current_pid()) {
+        if (pool != NULL && pool->fork_count == process_fork_count()) {
             return ATOMIC_CAS(&pool->busy, 0, 1) ? pool : NULL;
         }
         /* none yet, or inherited through fork: the inherited one is left as it is */
@@ -379,12 +499,12 @@ pool_release(ThreadPool *pool)
 PyObject *
 pool_worker_parts(ThreadPool *pool)
 {
-    if (pool == NULL || pool->pid != current_pid()) {
+    if (pool == NULL || pool->fork_count != process_fork_count()) {
         return PyTuple_New(0);
     }
     PyObject *counts = PyTuple_New(pool->nworkers);
     for (int i = 0; counts != NULL && i < pool->nworkers; i++) {
-        PyObject *count = PyLong_FromLongLong(ATOMIC_LOAD(&pool->slots[i].parts_run));
+        PyObject *count = PyLong_FromLongLong(ATOMIC_LOAD(&pool->workers[i].parts_run));
         if (count == NULL) {
             Py_CLEAR(counts);
             break;

@@ -5,6 +5,8 @@ from __future__ import annotations
 import array
 import ctypes
 import math
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -317,8 +319,17 @@ def test_empty_inputs(dtype: str) -> None:
 def test_high_rank() -> None:
     x = sample("f", (2,) * 20, seed=21)[..., ::-1]
     assert_matches(leaky_relu(x, 0.5), expected_forward(x, 0.5), "f", 0.5)
-    # the buffer protocol's limit: memoryview and NumPy both stop at 64 dimensions
-    deep = np.full((1,) * leaky._leaky.PYBUF_MAX_NDIM, -2.0)
+    # the buffer protocol's limit, 64 dimensions, where memoryview stops too
+    max_ndim = leaky._leaky.PYBUF_MAX_NDIM
+    deep_view = memoryview(array.array("d", [-2.0])).cast("B").cast("d", (1,) * max_ndim)
+    deep_result = leaky_relu(deep_view, 0.5)
+    nested: Any = -1.0
+    for _ in range(max_ndim):
+        nested = [nested]
+    assert deep_result.ndim == max_ndim and deep_result.tolist() == nested
+    # NumPy's own limit: 64 dimensions since 2.0, 32 before
+    numpy_max_ndim = 64 if int(np.__version__.split(".")[0]) >= 2 else 32
+    deep = np.full((1,) * numpy_max_ndim, -2.0)
     assert leaky_relu(deep, 0.5).reshape(()) == -1.0
 
 
@@ -330,3 +341,21 @@ def test_ndarray_subclass_gives_plain_ndarray() -> None:
     result = leaky_relu(x)
     assert type(result) is np.ndarray
     assert result.tolist() == [-0.01, 1.0]
+
+
+def test_exact_ndarrays_are_read_off_numpys_own_structs() -> None:
+    """The NumPy fast path is taken, not silently declined, on this NumPy.
+
+    It reads ndarray and dtype structs whose layout changed in NumPy 2.0; CI
+    runs the suite on NumPy 2 and on the oldest NumPy supported (1.x), so
+    this proves the layout probe accepts both.
+    """
+    code = (
+        "import numpy, leaky, leaky._leaky as ext\n"
+        "before = ext._numpy_fast_path()\n"
+        "leaky.leaky_relu(numpy.zeros(3))\n"
+        "print(before, ext._numpy_fast_path())\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["untried", "ready"], np.__version__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -147,6 +148,8 @@ CASES: list[tuple[str, Case, type[BaseException]]] = [
     ("threads str", lambda b: leaky_relu(b.x, threads="2", out=b.out), TypeError),  # type: ignore[call-overload]
     ("threads float", lambda b: leaky_relu_grad(b.x, threads=2.0, out=b.out), TypeError),  # type: ignore[call-overload]
     ("threads zero", lambda b: leaky_relu_backward(b.x, b.x, threads=0, out=b.out), ValueError),
+    ("threads bool", lambda b: leaky_relu(b.x, threads=True, out=b.out), TypeError),
+    ("threads numpy zero", lambda b: leaky_relu(b.x, threads=np.int64(0), out=b.out), ValueError),
     ("threads huge negative", lambda b: leaky_relu(b.x, threads=-(10**40), out=b.out), ValueError),
     ("backward grad_output str", lambda b: leaky_relu_backward("g", -1.0), TypeError),
     ("backward grad_output None", lambda b: leaky_relu_backward(None, b.x, out=b.out), TypeError),
@@ -279,3 +282,29 @@ def test_backward_rejects_a_grad_output_that_is_no_real_number(grad: Any, z: Any
         leaky_relu_backward(grad, z)
     with pytest.raises(TypeError):
         leaky_relu_backward([grad], [z])
+
+
+def test_threads_accepts_any_integer_with_index() -> None:
+    x = np.linspace(-3.0, 3.0, 50_000)
+    expected = np.where(x > 0, x, 0.25 * x)
+    for count in (np.int64(2), np.uint8(3), np.intp(1)):
+        assert np.array_equal(leaky_relu(x, 0.25, threads=count), expected)
+
+
+@pytest.mark.parametrize("dtype", ["datetime64[s]", "timedelta64[ns]"])
+@pytest.mark.parametrize("where", ["z", "out", "grad_output"])
+def test_dtypes_without_a_buffer_format_name_the_dtype(dtype: str, where: str) -> None:
+    """NumPy refuses to export these (a ValueError); leaky says which dtype it cannot compute."""
+    odd = np.zeros(4, dtype)
+    plain = np.zeros(4)
+    calls: dict[str, Callable[[], Any]] = {
+        "z": lambda: leaky_relu(odd),
+        "out": lambda: leaky_relu(plain, out=odd),
+        "grad_output": lambda: leaky_relu_backward(odd, plain),
+    }
+    before = odd.copy()
+    named = rf"argument '{where}' has dtype '{re.escape(dtype)}'"
+    with pytest.raises(TypeError, match=named) as info:
+        calls[where]()
+    assert isinstance(info.value.__cause__, ValueError)  # NumPy's own refusal, kept
+    assert np.array_equal(odd, before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -168,6 +169,79 @@ def run_script(code: str, **env: str) -> str:
     return done.stdout
 
 
+# Tiny jobs through the pool, back to back from several Python threads, with
+# threads= changing the part count from one job to the next: what a late
+# worker holding an old job's ticket would meet.  In place with alpha = 0.5,
+# so a part run twice gives 0.25 * z and a part written after the call
+# returned shows up in the next check; every product is exact, so numpy's
+# where() is an exact oracle.  LEAKY_POOL_STRESS_SECONDS sets the run time
+# (.ci/tsan.sh runs it longer under ThreadSanitizer).
+POOL_STRESS = """
+import sys, threading, time
+import numpy as np
+import leaky._leaky as ext
+from leaky import leaky_relu, leaky_relu_backward
+
+seconds, nthreads = float(sys.argv[1]), int(sys.argv[2])
+assert ext._max_threads == 8, ext._max_threads
+ext._tune(gil_threshold=0, parallel_threshold=0)  # every call splits, however small
+ALPHA = 0.5
+SHAPES = [(1,), (7,), (64,), (65,), (200,), (513,), (1000,), (3, 40), (37, 5), (8, 8, 8)]
+THREADS = [2, 8, 2, 8, 3, 5, None]
+deadline = time.monotonic() + seconds
+results = []
+
+def stress(seed):
+    rng = np.random.default_rng(seed)
+    cases = []
+    for shape in SHAPES:
+        x = rng.standard_normal(shape)
+        cases.append((x, np.where(x > 0, x, x * ALPHA), np.where(x > 0, 1.0, ALPHA)))
+    calls = wrong = 0
+    first = None
+    while calls < 200 or time.monotonic() < deadline:
+        for (x, forward, grad), threads in zip(cases, THREADS * 2):
+            work = x.copy()
+            leaky_relu(work, ALPHA, out=work, threads=threads)
+            ones = np.ones_like(x)
+            leaky_relu_backward(ones, x, ALPHA, out=ones, threads=threads)
+            fresh = leaky_relu(x, ALPHA, threads=threads)
+            calls += 3
+            for got, want in ((work, forward), (ones, grad), (fresh, forward)):
+                if not np.array_equal(got, want):
+                    wrong += 1
+                    i = int(np.flatnonzero(got.ravel() != want.ravel())[0])
+                    first = first or (x.shape, threads, i, got.ravel()[i], want.ravel()[i])
+    results.append((calls, wrong, first))
+
+workers = [threading.Thread(target=stress, args=(i,)) for i in range(nthreads)]
+for t in workers:
+    t.start()
+for t in workers:
+    t.join()
+calls = sum(r[0] for r in results)
+wrong = sum(r[1] for r in results)
+firsts = [r[2] for r in results if r[2] is not None]
+assert len(results) == nthreads, results
+assert wrong == 0, f"{wrong} wrong results of {calls} calls, first: {firsts[0]}"
+assert sum(ext._worker_parts()) > 0, "the workers never took a part"
+print("ok", calls)
+"""
+
+
+def test_pool_stress_tiny_jobs_from_many_threads() -> None:
+    seconds = os.environ.get("LEAKY_POOL_STRESS_SECONDS", "2")
+    done = subprocess.run(
+        [sys.executable, "-c", POOL_STRESS, seconds, "6"],
+        capture_output=True,
+        text=True,
+        timeout=float(seconds) * 10 + 120,
+        env={**os.environ, "LEAKY_NUM_THREADS": "8"},
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.split()[0] == "ok", done.stdout
+
+
 def test_threads_n_uses_at_most_n_threads() -> None:
     # A pool of 5 workers (LEAKY_NUM_THREADS may exceed the CPUs): threads=n
     # must leave workers n-1 and up idle, and the answers must be right.
@@ -192,17 +266,82 @@ def test_threads_n_uses_at_most_n_threads() -> None:
     assert [line.split()[0] for line in out.splitlines()] == ["2", "3", "6"]
 
 
-@pytest.mark.parametrize("value", ["0", "-2", "65", "four", "2x"])
-def test_bad_thread_count_in_the_environment(value: str) -> None:
+def import_with_thread_count(value: str | None, *flags: str) -> tuple[int, int, list[str]]:
+    """_max_threads, _thread_cap and the warnings of `import leaky` in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if k != "LEAKY_NUM_THREADS"}
+    if value is not None:
+        env["LEAKY_NUM_THREADS"] = value
+    code = textwrap.dedent("""
+        import json, warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import leaky._leaky as ext
+        print(json.dumps([ext._max_threads, ext._thread_cap,
+                          [f"{w.category.__name__}: {w.message}" for w in caught]]))
+    """)
     done = subprocess.run(
-        [sys.executable, "-c", "import leaky"],
+        [sys.executable, *flags, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    used, cap, warnings = json.loads(done.stdout)
+    return used, cap, warnings
+
+
+@pytest.fixture(scope="module")
+def automatic_thread_count() -> int:
+    used, cap, warnings = import_with_thread_count(None)
+    assert 1 <= used <= cap and not warnings
+    return used
+
+
+@pytest.mark.parametrize(
+    "value", ["0", "-1", "-2", "abc", "four", "2x", "2.5", "0x10", "+", "4 4", "\u0664"]
+)
+def test_bad_thread_count_in_the_environment_is_ignored(
+    value: str, automatic_thread_count: int
+) -> None:
+    used, cap, warnings = import_with_thread_count(value)
+    assert used == automatic_thread_count
+    assert warnings == [
+        f"RuntimeWarning: LEAKY_NUM_THREADS={value!r} is not a thread count (a whole number "
+        f"from 1 to {cap}); ignored, using {used} (the CPUs this process may use)"
+    ]
+
+
+@pytest.mark.parametrize("value", ["4", " 4", "4 ", " 4 ", "\t4\n", "+4", "0004"])
+def test_thread_count_in_the_environment_ignores_whitespace(value: str) -> None:
+    assert import_with_thread_count(value) == (4, 1024, [])
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_empty_thread_count_in_the_environment_means_unset(
+    value: str, automatic_thread_count: int
+) -> None:
+    assert import_with_thread_count(value) == (automatic_thread_count, 1024, [])
+
+
+@pytest.mark.parametrize("value", ["1025", " 5000 ", "99999999999999999999999999"])
+def test_thread_count_above_the_cap_is_clamped(value: str) -> None:
+    used, cap, warnings = import_with_thread_count(value)
+    assert (used, cap) == (1024, 1024)
+    assert warnings == [
+        f"RuntimeWarning: LEAKY_NUM_THREADS={value!r} is more than leaky's cap of 1024 "
+        "threads; using 1024"
+    ]
+    assert import_with_thread_count("1024") == (1024, 1024, [])  # the cap itself is fine
+
+
+def test_thread_count_warning_obeys_the_warning_filters() -> None:
+    # -W error turns this warning into an error, as it does every warning
+    done = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", "import leaky"],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "LEAKY_NUM_THREADS": value},
+        env={**os.environ, "LEAKY_NUM_THREADS": "abc"},
     )
     assert done.returncode != 0
-    assert f"ImportError: LEAKY_NUM_THREADS={value} is not a thread count" in done.stderr
+    assert "RuntimeWarning: LEAKY_NUM_THREADS='abc' is not a thread count" in done.stderr
 
 
 def test_thread_count_from_the_environment_caps_auto() -> None:
@@ -235,6 +374,67 @@ def test_pool_survives_fork() -> None:
         print("ok")
     """)
     assert out.strip() == "ok"
+
+
+# A grandchild whose pid is that of a dead ancestor which made a pool: with a
+# pid check it took the inherited pool (threads gone, lock maybe held) for
+# its own.  The pid is reused on purpose by writing ns_last_pid (root only).
+PID_REUSE = """
+import os
+import numpy as np
+import leaky, leaky._leaky as ext
+
+x = np.linspace(-1, 1, 10**6)
+expected = np.where(x > 0, x, 0.01 * x)
+
+def fork_with_pid(wanted):
+    for _ in range(50):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(wanted - 1))
+        pid = os.fork()
+        if pid == 0:
+            if os.getpid() != wanted:
+                os._exit(7)
+            inherited = ext._worker_parts()
+            ok = (leaky.leaky_relu(x) == expected).all()
+            return f"{len(inherited)} {ok} {len(ext._worker_parts())}"
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 7:
+            return None
+    return "unlucky"
+
+try:
+    open("/proc/sys/kernel/ns_last_pid", "w").close()
+except OSError as exc:
+    print("skip", exc)
+    raise SystemExit(0)
+go_read, go_write = os.pipe()
+out_read, out_write = os.pipe()
+a = os.fork()
+if a == 0:  # A makes a pool, forks B and exits
+    assert (leaky.leaky_relu(x) == expected).all() and len(ext._worker_parts()) == 3
+    a_pid = os.getpid()
+    if os.fork() == 0:  # B forks, once A is gone, a child G with A's pid
+        os.close(out_read)
+        os.read(go_read, 1)
+        seen = fork_with_pid(a_pid)
+        if seen is not None:
+            os.write(out_write, seen.encode())
+    os._exit(0)
+os.close(out_write)
+os.waitpid(a, 0)  # A reaped: its pid is free
+os.write(go_write, b"g")
+print(os.read(out_read, 100).decode() or "no answer")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ns_last_pid is Linux's")
+def test_grandchild_with_a_dead_ancestors_pid_makes_its_own_pool() -> None:
+    out = run_script(PID_REUSE, LEAKY_NUM_THREADS="4").strip()
+    if out.startswith("skip") or out == "unlucky":
+        pytest.skip(f"cannot choose the next pid here: {out}")
+    # G saw no pool (the inherited one is forgotten), computed right, and made its own
+    assert out == "0 True 3"
 
 
 def test_interpreter_exits_with_a_busy_pool() -> None:
