@@ -83,8 +83,9 @@ kernel_ps(SimdOp op, int half, InnerLoop portable, char *const *ptrs, const Py_s
 {
     const Py_ssize_t size = half ? 2 : 4;  /* bytes per element in memory */
     const int binary = op == SIMD_BACKWARD;
-    if (steps[0] != size || steps[1] != size || (binary && steps[2] != size)) {
-        portable(ptrs, steps, n, ctx);
+    if (steps[0] != size || steps[1] != size || (binary && steps[2] != size) ||
+        (op != SIMD_GRAD && slope_is_nan(ctx))) {
+        portable(ptrs, steps, n, ctx);  /* strided, or a NaN slope (leaky.h) */
         return;
     }
     const __m256 alpha = _mm256_set1_ps(ctx->alpha32);
@@ -135,8 +136,9 @@ kernel_pd(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *st
           Py_ssize_t n, const LoopContext *ctx)
 {
     const int binary = op == SIMD_BACKWARD;
-    if (steps[0] != 8 || steps[1] != 8 || (binary && steps[2] != 8)) {
-        portable(ptrs, steps, n, ctx);
+    if (steps[0] != 8 || steps[1] != 8 || (binary && steps[2] != 8) ||
+        (op != SIMD_GRAD && slope_is_nan(ctx))) {
+        portable(ptrs, steps, n, ctx);  /* strided, or a NaN slope (leaky.h) */
         return;
     }
     const __m256d alpha = _mm256_set1_pd(ctx->alpha);

@@ -76,8 +76,9 @@ kernel_f32(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *s
            Py_ssize_t n, const LoopContext *ctx)
 {
     const int binary = op == SIMD_BACKWARD;
-    if (steps[0] != 4 || steps[1] != 4 || (binary && steps[2] != 4)) {
-        portable(ptrs, steps, n, ctx);
+    if (steps[0] != 4 || steps[1] != 4 || (binary && steps[2] != 4) ||
+        (op != SIMD_GRAD && slope_is_nan(ctx))) {
+        portable(ptrs, steps, n, ctx);  /* strided, or a NaN slope (leaky.h) */
         return;
     }
     const float32x4_t alpha = vdupq_n_f32(ctx->alpha32);
@@ -114,8 +115,9 @@ kernel_f64(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *s
            Py_ssize_t n, const LoopContext *ctx)
 {
     const int binary = op == SIMD_BACKWARD;
-    if (steps[0] != 8 || steps[1] != 8 || (binary && steps[2] != 8)) {
-        portable(ptrs, steps, n, ctx);
+    if (steps[0] != 8 || steps[1] != 8 || (binary && steps[2] != 8) ||
+        (op != SIMD_GRAD && slope_is_nan(ctx))) {
+        portable(ptrs, steps, n, ctx);  /* strided, or a NaN slope (leaky.h) */
         return;
     }
     const float64x2_t alpha = vdupq_n_f64(ctx->alpha);
@@ -170,8 +172,8 @@ neon_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, cons
 static void
 neon_forward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    if (steps[0] != 2 || steps[1] != 2) {
-        forward_loop_f16(ptrs, steps, n, ctx);
+    if (steps[0] != 2 || steps[1] != 2 || slope_is_nan(ctx)) {
+        forward_loop_f16(ptrs, steps, n, ctx);  /* strided, or a NaN slope (leaky.h) */
         return;
     }
     const float32x4_t va = vdupq_n_f32(ctx->alpha32);
@@ -192,8 +194,8 @@ neon_forward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const
 static void
 neon_backward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    if (steps[0] != 2 || steps[1] != 2 || steps[2] != 2) {
-        backward_loop_f16(ptrs, steps, n, ctx);
+    if (steps[0] != 2 || steps[1] != 2 || steps[2] != 2 || slope_is_nan(ctx)) {
+        backward_loop_f16(ptrs, steps, n, ctx);  /* strided, or a NaN slope (leaky.h) */
         return;
     }
     const float32x4_t va = vdupq_n_f32(ctx->alpha32), vone = vdupq_n_f32(1.0f);

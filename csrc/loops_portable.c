@@ -82,7 +82,13 @@ DEFINE_LOAD(f64, double)
         }                                                                      \
     } while (0)
 
-/* The element-wise definitions, once per precision. */
+/*
+ * The element-wise definitions, once per precision.  With an ordinary slope a
+ * product has at most one NaN operand and the hardware's multiply is the
+ * definition; with a NaN slope (slope_is_nan) each float loop takes its
+ * second body, where product16/32/64 apply leaky's NaN rule by hand (leaky.h,
+ * "The NaN rule").  The SIMD kernels send NaN slopes here whole.
+ */
 static inline double forward64(double x, double a) { return x > 0 ? x : a * x; }
 static inline float forward32(float x, float a) { return x > 0 ? x : a * x; }
 static inline uint16_t
@@ -95,6 +101,10 @@ void
 forward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const float a = ctx->alpha32;
+    if (slope_is_nan(ctx)) {
+        UNARY_LOOP(uint16_t, uint16_t, half_is_positive(x) ? x : product16(x, a));
+        return;
+    }
     UNARY_LOOP(uint16_t, uint16_t, forward16(x, a));
 }
 
@@ -102,6 +112,10 @@ void
 forward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const float a = ctx->alpha32;
+    if (slope_is_nan(ctx)) {
+        UNARY_LOOP(float, float, x > 0 ? x : product32(x, a));
+        return;
+    }
     UNARY_LOOP(float, float, forward32(x, a));
 }
 
@@ -109,6 +123,10 @@ void
 forward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const double a = ctx->alpha;
+    if (slope_is_nan(ctx)) {
+        UNARY_LOOP(double, double, x > 0 ? x : product64(x, a));
+        return;
+    }
     UNARY_LOOP(double, double, forward64(x, a));
 }
 
@@ -167,6 +185,10 @@ void
 backward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const float a = ctx->alpha32;
+    if (slope_is_nan(ctx)) {
+        BINARY_LOOP(uint16_t, uint16_t, uint16_t, product16(g, half_is_positive(z) ? 1.0f : a));
+        return;
+    }
     BINARY_LOOP(uint16_t, uint16_t, uint16_t,
                 float_to_half(half_to_float(g) * (half_is_positive(z) ? 1.0f : a)));
 }
@@ -175,6 +197,10 @@ void
 backward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const float a = ctx->alpha32;
+    if (slope_is_nan(ctx)) {
+        BINARY_LOOP(float, float, float, product32(g, z > 0 ? 1.0f : a));
+        return;
+    }
     BINARY_LOOP(float, float, float, g * (z > 0 ? 1.0f : a));
 }
 
@@ -182,10 +208,15 @@ void
 backward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const double a = ctx->alpha;
+    if (slope_is_nan(ctx)) {
+        BINARY_LOOP(double, double, double, product64(g, z > 0 ? 1.0 : a));
+        return;
+    }
     BINARY_LOOP(double, double, double, g * (z > 0 ? 1.0 : a));
 }
 
-/* Element readers for the mixed-kind backward loop, which is not a hot path. */
+/* Element readers for the mixed-kind backward loop, which is not a hot path:
+   it applies the NaN rule on every element, whatever the slope. */
 static double
 load_as_double(ElemKind kind, const char *p)
 {
@@ -227,18 +258,17 @@ backward_loop_mixed(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, co
         int positive = element_is_positive(zk, z);
         switch (result_kind_of(gk)) {
         case KIND_F16: {
-            uint16_t r = float_to_half(half_to_float(load_u16(g)) *
-                                       (positive ? 1.0f : ctx->alpha32));
+            uint16_t r = product16(load_u16(g), positive ? 1.0f : ctx->alpha32);
             memcpy(dst, &r, sizeof r);
             break;
         }
         case KIND_F32: {
-            float r = load_f32(g) * (positive ? 1.0f : ctx->alpha32);
+            float r = product32(load_f32(g), positive ? 1.0f : ctx->alpha32);
             memcpy(dst, &r, sizeof r);
             break;
         }
         default: {
-            double r = load_as_double(gk, g) * (positive ? 1.0 : ctx->alpha);
+            double r = product64(load_as_double(gk, g), positive ? 1.0 : ctx->alpha);
             memcpy(dst, &r, sizeof r);
             break;
         }
