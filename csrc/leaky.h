@@ -237,8 +237,11 @@ half_is_positive(uint16_t h)
  *
  * How each path keeps it: the SIMD kernels hand any call with a NaN slope
  * (slope_is_nan) to the portable loops, whose NaN-slope versions use the
- * product helpers below; the hot loops for ordinary slopes are unchanged.
- * The scalar path (forward_exact_number, numbers.c) uses the same helpers.
+ * product helpers below; the SIMD loops for ordinary slopes are unchanged.
+ * The portable float32/float64 backward loops, the mixed-kind loop and the
+ * scalar path (forward_exact_number, numbers.c) use the helpers at every
+ * slope, since a compiler may fold g * 1.0 to g and so leave a signalling
+ * NaN unquieted (see product64).
  * docs/semantics.md states the rule; tests/test_nan_bits.py and
  * tests/c/kernel_paths.c check it on every path.
  */
@@ -264,22 +267,28 @@ half_is_nan(uint16_t h)
     return (h & 0x7fffu) > 0x7c00u;
 }
 
-/* data * slope under the rule.  (A NaN is tested with isnan: leaky is never
-   built with -ffinite-math-only, and the bits are set by hand because a
-   compiler may fold data * 1.0 to data, which would not quiet it.) */
+/*
+ * data * slope under the rule, written out: the multiply only ever sees two
+ * non-NaN operands.  Both NaN cases are set by hand, not left to the
+ * hardware, because a compiler folds a multiply by a known 1.0 away (g * 1.0
+ * where z > 0; a bool grad_output's 1.0 * alpha), which would hand back a
+ * signalling NaN unquieted.  (isnan is safe: leaky is never built with
+ * -ffinite-math-only.)
+ */
 static inline double
 product64(double data, double slope)
 {
-    return isnan(data) ? quiet64(data) : data * slope;
+    return isnan(data) ? quiet64(data) : isnan(slope) ? quiet64(slope) : data * slope;
 }
 
 static inline float
 product32(float data, float slope)
 {
-    return isnan(data) ? quiet32(data) : data * slope;
+    return isnan(data) ? quiet32(data) : isnan(slope) ? quiet32(slope) : data * slope;
 }
 
-/* float16 data times a float32 slope, in float32, rounded once. */
+/* float16 data times a float32 slope, in float32, rounded once (float_to_half
+   quiets a NaN slope itself, keeping the top of its payload). */
 static inline uint16_t
 product16(uint16_t data, float slope)
 {

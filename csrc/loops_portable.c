@@ -180,7 +180,14 @@ INTEGER_LOOPS(u16, uint16_t, AS_DOUBLE)
 INTEGER_LOOPS(u32, uint32_t, AS_DOUBLE)
 INTEGER_LOOPS(u64, uint64_t, AS_DOUBLE)
 
-/* backward = grad_output * (1 if z > 0 else alpha), rounded once to the result. */
+/*
+ * backward = grad_output * (1 if z > 0 else alpha), rounded once to the result.
+ * float32 and float64 use product32/64 at every slope: where z > 0 a compiler
+ * may turn g * 1.0 into g (GCC does, in the scalar code for strided runs,
+ * single elements and the SIMD loops' tails), which would hand back a
+ * signalling NaN unquieted where the SIMD loops quiet it.  float16 needs
+ * that only for a NaN slope: float_to_half quiets any NaN.
+ */
 void
 backward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
@@ -197,22 +204,14 @@ void
 backward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const float a = ctx->alpha32;
-    if (slope_is_nan(ctx)) {
-        BINARY_LOOP(float, float, float, product32(g, z > 0 ? 1.0f : a));
-        return;
-    }
-    BINARY_LOOP(float, float, float, g * (z > 0 ? 1.0f : a));
+    BINARY_LOOP(float, float, float, product32(g, z > 0 ? 1.0f : a));
 }
 
 void
 backward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const double a = ctx->alpha;
-    if (slope_is_nan(ctx)) {
-        BINARY_LOOP(double, double, double, product64(g, z > 0 ? 1.0 : a));
-        return;
-    }
-    BINARY_LOOP(double, double, double, g * (z > 0 ? 1.0 : a));
+    BINARY_LOOP(double, double, double, product64(g, z > 0 ? 1.0 : a));
 }
 
 /* Element readers for the mixed-kind backward loop, which is not a hot path:
