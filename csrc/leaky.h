@@ -362,6 +362,11 @@ extern InnerLoopFunction grad_loop_f16, grad_loop_f32, grad_loop_f64, grad_loop_
     grad_loop_u32, grad_loop_u64;
 extern InnerLoopFunction backward_loop_f16, backward_loop_f32, backward_loop_f64,
     backward_loop_mixed, copy_loop;
+/* The same loops for ordinary (non-NaN) slopes only: the SIMD kernels' fallback
+   for strided runs and ragged ends, once they have sent NaN slopes to the
+   loops above (float32/float64 backward and grad need no such split). */
+extern InnerLoopFunction forward_ordinary_f16, forward_ordinary_f32, forward_ordinary_f64,
+    backward_ordinary_f16;
 extern const KernelTable PORTABLE_KERNELS;
 #ifdef LEAKY_X86_64
 extern const KernelTable AVX2_KERNELS, AVX512_KERNELS;  /* kernels_avx2.c, kernels_avx512.c */
@@ -392,7 +397,10 @@ typedef enum { SIMD_FORWARD, SIMD_GRAD, SIMD_BACKWARD } SimdOp;
 #endif
 
 /* The portable loop over elements [from, from + count) of a run: the SIMD
-   loops' ragged ends (and AVX2's head before streaming stores). */
+   loops' ragged ends (and AVX2's head before streaming stores).  Kernels
+   take two portable loops: `whole`, the kernel-table entry, for the calls
+   they hand over entire (NaN slopes), and `portable`, its ordinary-slope
+   version, for strided runs and ragged ends. */
 static ALWAYS_INLINE void
 portable_part(InnerLoop portable, int binary, char *const *ptrs, const Py_ssize_t *steps,
               Py_ssize_t from, Py_ssize_t count, Py_ssize_t size, const LoopContext *ctx)

@@ -7,6 +7,19 @@
  */
 #include "leaky.h"
 
+/*
+ * The forward and float16 backward loops come in three parts: the loop for
+ * ordinary slopes (*_ordinary_*, what the SIMD kernels fall back to for
+ * strided runs and ragged ends once they know the slope is not NaN, and
+ * inline through LTO as before), the loop for NaN slopes (out of line and
+ * cold), and the kernel-table entry that picks one (*_loop_*).
+ */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define NAN_SLOPE_LOOP static __declspec(noinline) void
+#else
+#define NAN_SLOPE_LOOP static __attribute__((noinline, cold)) void
+#endif
+
 /* Typed unaligned loads, for the code outside the UNARY/BINARY loops. */
 #define DEFINE_LOAD(NAME, TYPE)                                                \
     static inline TYPE load_##NAME(const char *p)                              \
@@ -85,9 +98,9 @@ DEFINE_LOAD(f64, double)
 /*
  * The element-wise definitions, once per precision.  With an ordinary slope a
  * product has at most one NaN operand and the hardware's multiply is the
- * definition; with a NaN slope (slope_is_nan) each float loop takes its
- * second body, where product16/32/64 apply leaky's NaN rule by hand (leaky.h,
- * "The NaN rule").  The SIMD kernels send NaN slopes here whole.
+ * definition; with a NaN slope (slope_is_nan) the float loops take their
+ * NaN-slope versions, where product16/32/64 apply leaky's NaN rule by hand
+ * (leaky.h, "The NaN rule").  The SIMD kernels send NaN slopes here whole.
  */
 static inline double forward64(double x, double a) { return x > 0 ? x : a * x; }
 static inline float forward32(float x, float a) { return x > 0 ? x : a * x; }
@@ -97,37 +110,70 @@ forward16(uint16_t h, float a)
     return half_is_positive(h) ? h : float_to_half(half_to_float(h) * a);
 }
 
+NAN_SLOPE_LOOP
+forward_nan_slope_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(uint16_t, uint16_t, half_is_positive(x) ? x : product16(x, a));
+}
+
+void
+forward_ordinary_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(uint16_t, uint16_t, forward16(x, a));
+}
+
 void
 forward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
+    (slope_is_nan(ctx) ? forward_nan_slope_f16 : forward_ordinary_f16)(ptrs, steps, n, ctx);
+}
+
+NAN_SLOPE_LOOP
+forward_nan_slope_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
+{
     const float a = ctx->alpha32;
-    if (slope_is_nan(ctx)) {
-        UNARY_LOOP(uint16_t, uint16_t, half_is_positive(x) ? x : product16(x, a));
-        return;
-    }
-    UNARY_LOOP(uint16_t, uint16_t, forward16(x, a));
+    UNARY_LOOP(float, float, x > 0 ? x : product32(x, a));
+}
+
+void
+forward_ordinary_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(float, float, forward32(x, a));
 }
 
 void
 forward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    const float a = ctx->alpha32;
-    if (slope_is_nan(ctx)) {
-        UNARY_LOOP(float, float, x > 0 ? x : product32(x, a));
-        return;
-    }
-    UNARY_LOOP(float, float, forward32(x, a));
+    (slope_is_nan(ctx) ? forward_nan_slope_f32 : forward_ordinary_f32)(ptrs, steps, n, ctx);
+}
+
+NAN_SLOPE_LOOP
+forward_nan_slope_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
+{
+    const double a = ctx->alpha;
+    UNARY_LOOP(double, double, x > 0 ? x : product64(x, a));
+}
+
+void
+forward_ordinary_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
+{
+    const double a = ctx->alpha;
+    UNARY_LOOP(double, double, forward64(x, a));
 }
 
 void
 forward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    const double a = ctx->alpha;
-    if (slope_is_nan(ctx)) {
-        UNARY_LOOP(double, double, x > 0 ? x : product64(x, a));
-        return;
-    }
-    UNARY_LOOP(double, double, forward64(x, a));
+    (slope_is_nan(ctx) ? forward_nan_slope_f64 : forward_ordinary_f64)(ptrs, steps, n, ctx);
 }
 
 void
@@ -188,16 +234,27 @@ INTEGER_LOOPS(u64, uint64_t, AS_DOUBLE)
  * signalling NaN unquieted where the SIMD loops quiet it.  float16 needs
  * that only for a NaN slope: float_to_half quiets any NaN.
  */
+NAN_SLOPE_LOOP
+backward_nan_slope_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    BINARY_LOOP(uint16_t, uint16_t, uint16_t, product16(g, half_is_positive(z) ? 1.0f : a));
+}
+
+void
+backward_ordinary_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    BINARY_LOOP(uint16_t, uint16_t, uint16_t,
+                float_to_half(half_to_float(g) * (half_is_positive(z) ? 1.0f : a)));
+}
+
 void
 backward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    const float a = ctx->alpha32;
-    if (slope_is_nan(ctx)) {
-        BINARY_LOOP(uint16_t, uint16_t, uint16_t, product16(g, half_is_positive(z) ? 1.0f : a));
-        return;
-    }
-    BINARY_LOOP(uint16_t, uint16_t, uint16_t,
-                float_to_half(half_to_float(g) * (half_is_positive(z) ? 1.0f : a)));
+    (slope_is_nan(ctx) ? backward_nan_slope_f16 : backward_ordinary_f16)(ptrs, steps, n, ctx);
 }
 
 void
