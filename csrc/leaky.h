@@ -627,7 +627,12 @@ forward_exact_number(PyObject *z, double alpha)
 {
     if (PyFloat_CheckExact(z)) {
         double x = PyFloat_AS_DOUBLE(z);
-        return x > 0 ? Py_NewRef(z) : PyFloat_FromDouble(product64(x, alpha));
+        if (x > 0) {
+            return Py_NewRef(z);
+        }
+        /* the NaN rule, with one test: past it, alpha * x has at most one NaN
+           operand, and neither is a constant a compiler could fold away */
+        return PyFloat_FromDouble(isnan(x) ? quiet64(x) : alpha * x);
     }
     long small;
     int fits;
