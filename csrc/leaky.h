@@ -239,9 +239,9 @@ half_is_positive(uint16_t h)
  * (slope_is_nan) to the portable loops, whose NaN-slope versions use the
  * product helpers below; the SIMD loops for ordinary slopes are unchanged.
  * The portable float32/float64 backward loops, the mixed-kind loop and the
- * scalar path (forward_exact_number, numbers.c) use the helpers at every
- * slope, since a compiler may fold g * 1.0 to g and so leave a signalling
- * NaN unquieted (see product64).
+ * scalar backward (numbers.c) use the helpers at every slope, since a
+ * compiler may fold g * 1.0 to g and so leave a signalling NaN unquieted
+ * (see product64); the scalar forward (forward_exact_number) tests its z.
  * docs/semantics.md states the rule; tests/test_nan_bits.py and
  * tests/c/kernel_paths.c check it on every path.
  */
