@@ -186,7 +186,7 @@ avx2_grad_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const Lo
 TARGET_AVX2 static void
 avx2_backward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_BACKWARD, 0, backward_loop_f32, backward_loop_f32, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_BACKWARD, 0, backward_loop_f32, backward_ordinary_f32, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX2 static void
@@ -222,7 +222,7 @@ avx2_grad_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const Lo
 TARGET_AVX2 static void
 avx2_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_pd(SIMD_BACKWARD, backward_loop_f64, backward_loop_f64, ptrs, steps, n, ctx);
+    kernel_pd(SIMD_BACKWARD, backward_loop_f64, backward_ordinary_f64, ptrs, steps, n, ctx);
 }
 
 SIMD_TABLE(AVX2_KERNELS, avx2)

@@ -231,7 +231,7 @@ avx512_grad_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const 
 TARGET_AVX512 static void
 avx512_backward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_BACKWARD, 0, backward_loop_f32, backward_loop_f32, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_BACKWARD, 0, backward_loop_f32, backward_ordinary_f32, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
@@ -267,7 +267,7 @@ avx512_grad_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const 
 TARGET_AVX512 static void
 avx512_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_pd(SIMD_BACKWARD, backward_loop_f64, backward_loop_f64, ptrs, steps, n, ctx);
+    kernel_pd(SIMD_BACKWARD, backward_loop_f64, backward_ordinary_f64, ptrs, steps, n, ctx);
 }
 
 SIMD_TABLE(AVX512_KERNELS, avx512)

@@ -153,7 +153,7 @@ neon_grad_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const Lo
 static void
 neon_backward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_f32(SIMD_BACKWARD, backward_loop_f32, backward_loop_f32, ptrs, steps, n, ctx);
+    kernel_f32(SIMD_BACKWARD, backward_loop_f32, backward_ordinary_f32, ptrs, steps, n, ctx);
 }
 
 static void
@@ -171,7 +171,7 @@ neon_grad_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const Lo
 static void
 neon_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_f64(SIMD_BACKWARD, backward_loop_f64, backward_loop_f64, ptrs, steps, n, ctx);
+    kernel_f64(SIMD_BACKWARD, backward_loop_f64, backward_ordinary_f64, ptrs, steps, n, ctx);
 }
 
 /* float16: the float32 lanes in two halves, converted in hardware. */

@@ -238,10 +238,11 @@ half_is_positive(uint16_t h)
  * How each path keeps it: the SIMD kernels hand any call with a NaN slope
  * (slope_is_nan) to the portable loops, whose NaN-slope versions use the
  * product helpers below; the SIMD loops for ordinary slopes are unchanged.
- * The portable float32/float64 backward loops, the mixed-kind loop and the
- * scalar backward (numbers.c) use the helpers at every slope, since a
- * compiler may fold g * 1.0 to g and so leave a signalling NaN unquieted
- * (see product64); the scalar forward (forward_exact_number) tests its z.
+ * The mixed-kind loop and the scalar backward (numbers.c) use the helpers
+ * at every slope, since a compiler may fold g * 1.0 to g and so leave a
+ * signalling NaN unquieted (see product64; the portable float32/float64
+ * backward loops avoid that fold another way, see loops_portable.c); the
+ * scalar forward (forward_exact_number) tests its z.
  * docs/semantics.md states the rule; tests/test_nan_bits.py and
  * tests/c/kernel_paths.c check it on every path.
  */
@@ -364,9 +365,9 @@ extern InnerLoopFunction backward_loop_f16, backward_loop_f32, backward_loop_f64
     backward_loop_mixed, copy_loop;
 /* The same loops for ordinary (non-NaN) slopes only: the SIMD kernels' fallback
    for strided runs and ragged ends, once they have sent NaN slopes to the
-   loops above (float32/float64 backward and grad need no such split). */
+   loops above (grad needs no such split: it multiplies nothing). */
 extern InnerLoopFunction forward_ordinary_f16, forward_ordinary_f32, forward_ordinary_f64,
-    backward_ordinary_f16;
+    backward_ordinary_f16, backward_ordinary_f32, backward_ordinary_f64;
 extern const KernelTable PORTABLE_KERNELS;
 #ifdef LEAKY_X86_64
 extern const KernelTable AVX2_KERNELS, AVX512_KERNELS;  /* kernels_avx2.c, kernels_avx512.c */

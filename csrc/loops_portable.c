@@ -228,11 +228,12 @@ INTEGER_LOOPS(u64, uint64_t, AS_DOUBLE)
 
 /*
  * backward = grad_output * (1 if z > 0 else alpha), rounded once to the result.
- * float32 and float64 use product32/64 at every slope: where z > 0 a compiler
- * may turn g * 1.0 into g (GCC does, in the scalar code for strided runs,
- * single elements and the SIMD loops' tails), which would hand back a
- * signalling NaN unquieted where the SIMD loops quiet it.  float16 needs
- * that only for a NaN slope: float_to_half quiets any NaN.
+ * Where z > 0 a compiler may turn g * 1.0 into g (GCC does, in the scalar
+ * code for strided runs, single elements and the SIMD loops' tails), which
+ * would hand back a signalling NaN unquieted where the SIMD loops quiet it:
+ * float32 and float64 pick the factor on its bits (factor32/64) so that no
+ * multiply by a known 1.0 is left to fold.  float16 is safe without:
+ * float_to_half quiets any NaN.
  */
 NAN_SLOPE_LOOP
 backward_nan_slope_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
@@ -257,18 +258,69 @@ backward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, cons
     (slope_is_nan(ctx) ? backward_nan_slope_f16 : backward_ordinary_f16)(ptrs, steps, n, ctx);
 }
 
+/* 1 where z > 0, else the slope, selected on the bits: the compiler never
+   sees a multiply by a known 1.0, which it would fold away (g * 1.0 -> g
+   leaves a signalling NaN unquieted), and the loops still vectorize. */
+static inline float
+factor32(int positive, uint32_t slope)
+{
+    const uint32_t mask = 0u - (uint32_t)positive;
+    return f32_from_bits((0x3f800000u & mask) | (slope & ~mask));
+}
+
+static inline double
+factor64(int positive, uint64_t slope)
+{
+    const uint64_t mask = positive ? ~(uint64_t)0 : 0;
+    const uint64_t bits = (0x3ff0000000000000ull & mask) | (slope & ~mask);
+    double f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
 void
-backward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+backward_ordinary_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
+{
+    const uint32_t a = bits_from_f32(ctx->alpha32);
+    BINARY_LOOP(float, float, float, g * factor32(z > 0, a));
+}
+
+NAN_SLOPE_LOOP
+backward_nan_slope_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
 {
     const float a = ctx->alpha32;
     BINARY_LOOP(float, float, float, product32(g, z > 0 ? 1.0f : a));
 }
 
 void
-backward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+backward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    (slope_is_nan(ctx) ? backward_nan_slope_f32 : backward_ordinary_f32)(ptrs, steps, n, ctx);
+}
+
+void
+backward_ordinary_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
+{
+    uint64_t a;
+    memcpy(&a, &ctx->alpha, sizeof a);
+    BINARY_LOOP(double, double, double, g * factor64(z > 0, a));
+}
+
+NAN_SLOPE_LOOP
+backward_nan_slope_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
 {
     const double a = ctx->alpha;
     BINARY_LOOP(double, double, double, product64(g, z > 0 ? 1.0 : a));
+}
+
+void
+backward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    (slope_is_nan(ctx) ? backward_nan_slope_f64 : backward_ordinary_f64)(ptrs, steps, n, ctx);
 }
 
 /* Element readers for the mixed-kind backward loop, which is not a hot path:
