@@ -347,6 +347,22 @@ def test_issue_11_case() -> None:
     assert_bits(leaky_relu(z32, alpha), [0xFFC00123] * 11, "f", "leaky_relu(float32)")
 
 
+@pytest.mark.parametrize("kind", FLOAT_KINDS)
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+def test_signalling_grad_output_is_quieted_at_any_length(kind: str, layout: str) -> None:
+    # g * 1.0 where z > 0: a compiler may fold it to g, which leaves a signalling
+    # NaN unquieted; main did so in the scalar code of strided runs, single
+    # elements and the AVX2 tail, and quieted it in the SIMD body
+    signalling = ob.exponent_mask(kind) | 1
+    for n in range(1, 40):
+        g = laid_out(from_bits(kind, [signalling] * n), layout)
+        z = laid_out(from_bits(kind, [ob.ONE[kind]] * n), layout)
+        want = [signalling | ob.quiet_bit(kind)] * n
+        assert_bits(leaky_relu_backward(g, z, 0.01), want, kind, f"backward, n={n}")
+    scalar = leaky_relu_backward(double_of(ob.exponent_mask("d") | 1), 1.0)
+    assert_bits([scalar], [ob.exponent_mask("d") | ob.quiet_bit("d") | 1], "d", "number")
+
+
 @pytest.mark.parametrize(
     "slope_bits", [0x7FF4000000000ABC, 0xFFF8000000000001, 0x7FF0000000000001], ids=hex
 )
