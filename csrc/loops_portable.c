@@ -231,9 +231,9 @@ INTEGER_LOOPS(u64, uint64_t, AS_DOUBLE)
  * Where z > 0 a compiler may turn g * 1.0 into g (GCC does, in the scalar
  * code for strided runs, single elements and the SIMD loops' tails), which
  * would hand back a signalling NaN unquieted where the SIMD loops quiet it:
- * float32 and float64 pick the factor on its bits (factor32/64) so that no
- * multiply by a known 1.0 is left to fold.  float16 is safe without:
- * float_to_half quiets any NaN.
+ * float32 and float64 multiply by a 1.0 read through a volatile, which no
+ * compiler may assume is 1.  float16 is safe without: float_to_half quiets
+ * any NaN.
  */
 NAN_SLOPE_LOOP
 backward_nan_slope_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
@@ -258,32 +258,28 @@ backward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, cons
     (slope_is_nan(ctx) ? backward_nan_slope_f16 : backward_ordinary_f16)(ptrs, steps, n, ctx);
 }
 
-/* 1 where z > 0, else the slope, selected on the bits: the compiler never
-   sees a multiply by a known 1.0, which it would fold away (g * 1.0 -> g
-   leaves a signalling NaN unquieted), and the loops still vectorize. */
+/* 1.0, read through a volatile once per run: a value the compiler cannot
+   see, so g * one is never folded to g, and the loops still vectorize. */
 static inline float
-factor32(int positive, uint32_t slope)
+opaque_one32(void)
 {
-    const uint32_t mask = 0u - (uint32_t)positive;
-    return f32_from_bits((0x3f800000u & mask) | (slope & ~mask));
+    volatile float one = 1.0f;
+    return one;
 }
 
 static inline double
-factor64(int positive, uint64_t slope)
+opaque_one64(void)
 {
-    const uint64_t mask = positive ? ~(uint64_t)0 : 0;
-    const uint64_t bits = (0x3ff0000000000000ull & mask) | (slope & ~mask);
-    double f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
+    volatile double one = 1.0;
+    return one;
 }
 
 void
 backward_ordinary_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
                       const LoopContext *ctx)
 {
-    const uint32_t a = bits_from_f32(ctx->alpha32);
-    BINARY_LOOP(float, float, float, g * factor32(z > 0, a));
+    const float a = ctx->alpha32, one = opaque_one32();
+    BINARY_LOOP(float, float, float, g * (z > 0 ? one : a));
 }
 
 NAN_SLOPE_LOOP
@@ -304,9 +300,8 @@ void
 backward_ordinary_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
                       const LoopContext *ctx)
 {
-    uint64_t a;
-    memcpy(&a, &ctx->alpha, sizeof a);
-    BINARY_LOOP(double, double, double, g * factor64(z > 0, a));
+    const double a = ctx->alpha, one = opaque_one64();
+    BINARY_LOOP(double, double, double, g * (z > 0 ? one : a));
 }
 
 NAN_SLOPE_LOOP
