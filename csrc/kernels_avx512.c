@@ -101,11 +101,15 @@ store_some_ps(char *p, uint64_t mask, __m512 v, int half)
 /* One unit-stride run of float32 (or float16) elements; anything else goes
    to the portable loop, which computes the same bits. */
 TARGET_AVX512 static ALWAYS_INLINE void
-kernel_ps(SimdOp op, int half, InnerLoop portable, char *const *ptrs, const Py_ssize_t *steps,
-          Py_ssize_t n, const LoopContext *ctx)
+kernel_ps(SimdOp op, int half, InnerLoop whole, InnerLoop portable, char *const *ptrs,
+          const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const Py_ssize_t size = half ? 2 : 4;  /* bytes per element in memory */
     const int binary = op == SIMD_BACKWARD;
+    if (op != SIMD_GRAD && slope_is_nan(ctx)) {
+        whole(ptrs, steps, n, ctx);  /* the portable loop applies the NaN rule (leaky.h) */
+        return;
+    }
     if (steps[0] != size || steps[1] != size || (binary && steps[2] != size)) {
         portable(ptrs, steps, n, ctx);
         return;
@@ -165,10 +169,14 @@ apply_pd(SimdOp op, __m512d x, __m512d z, __m512d alpha)
 
 /* The float32 kernel's loop on 8 float64 lanes (no float16 here). */
 TARGET_AVX512 static ALWAYS_INLINE void
-kernel_pd(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *steps,
-          Py_ssize_t n, const LoopContext *ctx)
+kernel_pd(SimdOp op, InnerLoop whole, InnerLoop portable, char *const *ptrs,
+          const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const int binary = op == SIMD_BACKWARD;
+    if (op != SIMD_GRAD && slope_is_nan(ctx)) {
+        whole(ptrs, steps, n, ctx);  /* the portable loop applies the NaN rule (leaky.h) */
+        return;
+    }
     if (steps[0] != 8 || steps[1] != 8 || (binary && steps[2] != 8)) {
         portable(ptrs, steps, n, ctx);
         return;
@@ -211,55 +219,55 @@ kernel_pd(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *st
 TARGET_AVX512 static void
 avx512_forward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_FORWARD, 0, forward_loop_f32, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_FORWARD, 0, forward_loop_f32, forward_ordinary_f32, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_grad_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_GRAD, 0, grad_loop_f32, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_GRAD, 0, grad_loop_f32, grad_loop_f32, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_backward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_BACKWARD, 0, backward_loop_f32, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_BACKWARD, 0, backward_loop_f32, backward_ordinary_f32, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_forward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_FORWARD, 1, forward_loop_f16, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_FORWARD, 1, forward_loop_f16, forward_ordinary_f16, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_grad_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_GRAD, 1, grad_loop_f16, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_GRAD, 1, grad_loop_f16, grad_loop_f16, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_backward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_BACKWARD, 1, backward_loop_f16, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_BACKWARD, 1, backward_loop_f16, backward_ordinary_f16, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_forward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_pd(SIMD_FORWARD, forward_loop_f64, ptrs, steps, n, ctx);
+    kernel_pd(SIMD_FORWARD, forward_loop_f64, forward_ordinary_f64, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_grad_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_pd(SIMD_GRAD, grad_loop_f64, ptrs, steps, n, ctx);
+    kernel_pd(SIMD_GRAD, grad_loop_f64, grad_loop_f64, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_pd(SIMD_BACKWARD, backward_loop_f64, ptrs, steps, n, ctx);
+    kernel_pd(SIMD_BACKWARD, backward_loop_f64, backward_ordinary_f64, ptrs, steps, n, ctx);
 }
 
 SIMD_TABLE(AVX512_KERNELS, avx512)

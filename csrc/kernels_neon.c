@@ -72,10 +72,14 @@ apply_f32(SimdOp op, float32x4_t x, float32x4_t z, float32x4_t alpha)
 }
 
 static ALWAYS_INLINE void
-kernel_f32(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *steps,
-           Py_ssize_t n, const LoopContext *ctx)
+kernel_f32(SimdOp op, InnerLoop whole, InnerLoop portable, char *const *ptrs,
+          const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const int binary = op == SIMD_BACKWARD;
+    if (op != SIMD_GRAD && slope_is_nan(ctx)) {
+        whole(ptrs, steps, n, ctx);  /* the portable loop applies the NaN rule (leaky.h) */
+        return;
+    }
     if (steps[0] != 4 || steps[1] != 4 || (binary && steps[2] != 4)) {
         portable(ptrs, steps, n, ctx);
         return;
@@ -110,10 +114,14 @@ apply_f64(SimdOp op, float64x2_t x, float64x2_t z, float64x2_t alpha)
 }
 
 static ALWAYS_INLINE void
-kernel_f64(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *steps,
-           Py_ssize_t n, const LoopContext *ctx)
+kernel_f64(SimdOp op, InnerLoop whole, InnerLoop portable, char *const *ptrs,
+          const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
     const int binary = op == SIMD_BACKWARD;
+    if (op != SIMD_GRAD && slope_is_nan(ctx)) {
+        whole(ptrs, steps, n, ctx);  /* the portable loop applies the NaN rule (leaky.h) */
+        return;
+    }
     if (steps[0] != 8 || steps[1] != 8 || (binary && steps[2] != 8)) {
         portable(ptrs, steps, n, ctx);
         return;
@@ -133,45 +141,45 @@ kernel_f64(SimdOp op, InnerLoop portable, char *const *ptrs, const Py_ssize_t *s
 static void
 neon_forward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_f32(SIMD_FORWARD, forward_loop_f32, ptrs, steps, n, ctx);
+    kernel_f32(SIMD_FORWARD, forward_loop_f32, forward_ordinary_f32, ptrs, steps, n, ctx);
 }
 
 static void
 neon_grad_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_f32(SIMD_GRAD, grad_loop_f32, ptrs, steps, n, ctx);
+    kernel_f32(SIMD_GRAD, grad_loop_f32, grad_loop_f32, ptrs, steps, n, ctx);
 }
 
 static void
 neon_backward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_f32(SIMD_BACKWARD, backward_loop_f32, ptrs, steps, n, ctx);
+    kernel_f32(SIMD_BACKWARD, backward_loop_f32, backward_ordinary_f32, ptrs, steps, n, ctx);
 }
 
 static void
 neon_forward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_f64(SIMD_FORWARD, forward_loop_f64, ptrs, steps, n, ctx);
+    kernel_f64(SIMD_FORWARD, forward_loop_f64, forward_ordinary_f64, ptrs, steps, n, ctx);
 }
 
 static void
 neon_grad_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_f64(SIMD_GRAD, grad_loop_f64, ptrs, steps, n, ctx);
+    kernel_f64(SIMD_GRAD, grad_loop_f64, grad_loop_f64, ptrs, steps, n, ctx);
 }
 
 static void
 neon_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_f64(SIMD_BACKWARD, backward_loop_f64, ptrs, steps, n, ctx);
+    kernel_f64(SIMD_BACKWARD, backward_loop_f64, backward_ordinary_f64, ptrs, steps, n, ctx);
 }
 
 /* float16: the float32 lanes in two halves, converted in hardware. */
 static void
 neon_forward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    if (steps[0] != 2 || steps[1] != 2) {
-        forward_loop_f16(ptrs, steps, n, ctx);
+    if (slope_is_nan(ctx) || steps[0] != 2 || steps[1] != 2) {
+        forward_loop_f16(ptrs, steps, n, ctx);  /* a NaN slope (leaky.h), or strided */
         return;
     }
     const float32x4_t va = vdupq_n_f32(ctx->alpha32);
@@ -186,14 +194,14 @@ neon_forward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const
                  vreinterpretq_u8_u16(vbslq_u16(neon_half_positive(h), h, scaled)));
     }
     char *tail[2] = {(char *)src + 2 * i, (char *)dst + 2 * i};
-    forward_loop_f16(tail, steps, n - i, ctx);
+    forward_ordinary_f16(tail, steps, n - i, ctx);
 }
 
 static void
 neon_backward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    if (steps[0] != 2 || steps[1] != 2 || steps[2] != 2) {
-        backward_loop_f16(ptrs, steps, n, ctx);
+    if (slope_is_nan(ctx) || steps[0] != 2 || steps[1] != 2 || steps[2] != 2) {
+        backward_loop_f16(ptrs, steps, n, ctx);  /* a NaN slope (leaky.h), or strided */
         return;
     }
     const float32x4_t va = vdupq_n_f32(ctx->alpha32), vone = vdupq_n_f32(1.0f);
@@ -212,7 +220,7 @@ neon_backward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, cons
         vst1q_u8(dst + 2 * i, vreinterpretq_u8_u16(neon_to_half(lo, hi)));
     }
     char *tail[3] = {(char *)gp + 2 * i, (char *)zp + 2 * i, (char *)dst + 2 * i};
-    backward_loop_f16(tail, steps, n - i, ctx);
+    backward_ordinary_f16(tail, steps, n - i, ctx);
 }
 
 const KernelTable NEON_KERNELS = {

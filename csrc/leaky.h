@@ -214,6 +214,90 @@ half_is_positive(uint16_t h)
 }
 
 /* ------------------------------------------------------------------ */
+/* The NaN rule                                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Every product leaky forms is a data value times the slope: alpha * z in
+ * leaky_relu, grad_output * alpha in leaky_relu_backward.  With one NaN
+ * operand the product is that NaN, quieted, its sign and payload kept (x86
+ * and arm64 alike).  With two it is not pinned down: x86 returns its first
+ * source operand, arm64 a signalling NaN before a quiet one, and compilers
+ * treat multiplication as commutative, so `a * x` in C fixes no order (the
+ * AVX2 float64 loop and its portable tail used to disagree within one
+ * array).  Two NaNs meet only when the slope is NaN, so leaky's rule is:
+ *
+ *     when both operands are NaN, the product is the data operand's NaN
+ *     (z, or grad_output), quieted.
+ *
+ * So a NaN z or grad_output always comes back as itself, quieted, whatever
+ * the slope; a NaN slope otherwise gives its own NaN, quieted (in float32
+ * and float16, the NaN of float32(alpha), which the conversion quieted).
+ * leaky_relu_grad multiplies nothing and returns the slope's bits.
+ *
+ * How each path keeps it: the SIMD kernels hand any call with a NaN slope
+ * (slope_is_nan) to the portable loops, whose NaN-slope versions use the
+ * product helpers below; the SIMD loops for ordinary slopes are unchanged.
+ * The mixed-kind loop and the scalar backward (numbers.c) use the helpers
+ * at every slope, since a compiler may fold g * 1.0 to g and so leave a
+ * signalling NaN unquieted (see product64; the portable float32/float64
+ * backward loops avoid that fold another way, see loops_portable.c); the
+ * scalar forward (forward_exact_number) tests its z.
+ * docs/semantics.md states the rule; tests/test_nan_bits.py and
+ * tests/c/kernel_paths.c check it on every path.
+ */
+static inline double
+quiet64(double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    bits |= (uint64_t)1 << 51;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static inline float
+quiet32(float v)
+{
+    return f32_from_bits(bits_from_f32(v) | 0x00400000u);
+}
+
+static inline int
+half_is_nan(uint16_t h)
+{
+    return (h & 0x7fffu) > 0x7c00u;
+}
+
+/*
+ * data * slope under the rule, written out: the multiply only ever sees two
+ * non-NaN operands.  Both NaN cases are set by hand, not left to the
+ * hardware, because a compiler folds a multiply by a known 1.0 away (g * 1.0
+ * where z > 0; a bool grad_output's 1.0 * alpha), which would hand back a
+ * signalling NaN unquieted.  (isnan is safe: leaky is never built with
+ * -ffinite-math-only.)
+ */
+static inline double
+product64(double data, double slope)
+{
+    return isnan(data) ? quiet64(data) : isnan(slope) ? quiet64(slope) : data * slope;
+}
+
+static inline float
+product32(float data, float slope)
+{
+    return isnan(data) ? quiet32(data) : isnan(slope) ? quiet32(slope) : data * slope;
+}
+
+/* float16 data times a float32 slope, in float32, rounded once (float_to_half
+   quiets a NaN slope itself, keeping the top of its payload). */
+static inline uint16_t
+product16(uint16_t data, float slope)
+{
+    return half_is_nan(data) ? (uint16_t)(data | 0x0200u)
+                             : float_to_half(half_to_float(data) * slope);
+}
+
+/* ------------------------------------------------------------------ */
 /* Inner loops and kernel tables                                      */
 /* ------------------------------------------------------------------ */
 
@@ -226,6 +310,14 @@ typedef struct {
     Py_ssize_t itemsize;  /* copy loop */
     int streaming;        /* SIMD loops may write with non-temporal stores */
 } LoopContext;
+
+/* Is the slope NaN?  Then the SIMD kernels leave the call to the portable
+   loops (see "The NaN rule"); float32(alpha) is NaN exactly when alpha is. */
+static inline int
+slope_is_nan(const LoopContext *ctx)
+{
+    return isnan(ctx->alpha);
+}
 
 /*
  * One contiguous-in-index run of n elements: ptrs[0..k-1] are inputs and
@@ -246,7 +338,9 @@ typedef void InnerLoopFunction(char *const *ptrs, const Py_ssize_t *steps, Py_ss
  * target attributes and chosen at import by CPU detection.  They handle
  * unit-stride runs and hand anything else to the portable loops, and
  * they compute exactly what the portable loops compute (IEEE multiply and
- * compare, one float16 rounding), so every path gives the same bits.
+ * compare, one float16 rounding), so every path gives the same bits.  Calls
+ * with a NaN slope, where that would leave a NaN times a NaN to the
+ * hardware, go to the portable loops whole ("The NaN rule").
  *
  * Large outputs into a caller's out= can be written with streaming stores
  * (ctx->streaming): they bypass the cache and save the read-for-ownership
@@ -269,6 +363,11 @@ extern InnerLoopFunction grad_loop_f16, grad_loop_f32, grad_loop_f64, grad_loop_
     grad_loop_u32, grad_loop_u64;
 extern InnerLoopFunction backward_loop_f16, backward_loop_f32, backward_loop_f64,
     backward_loop_mixed, copy_loop;
+/* The same loops for ordinary (non-NaN) slopes only: the SIMD kernels' fallback
+   for strided runs and ragged ends, once they have sent NaN slopes to the
+   loops above (grad needs no such split: it multiplies nothing). */
+extern InnerLoopFunction forward_ordinary_f16, forward_ordinary_f32, forward_ordinary_f64,
+    backward_ordinary_f16, backward_ordinary_f32, backward_ordinary_f64;
 extern const KernelTable PORTABLE_KERNELS;
 #ifdef LEAKY_X86_64
 extern const KernelTable AVX2_KERNELS, AVX512_KERNELS;  /* kernels_avx2.c, kernels_avx512.c */
@@ -283,7 +382,8 @@ int supported_kernels(const KernelTable **tables);
 /*
  * What a SIMD kernel computes, lane by lane, as the portable loops define
  * it: forward x > 0 ? x : alpha * x; grad x > 0 ? 1 : alpha; backward
- * g * (z > 0 ? 1 : alpha).  Each ISA's file writes its kernel once per
+ * g * (z > 0 ? 1 : alpha); forward and backward first hand a NaN slope to
+ * the portable loop (slope_is_nan).  Each ISA's file writes its kernel once per
  * lane type, as an always-inline function of `op` (and, on float32 lanes,
  * of whether the elements are float16 in memory); the instances in its
  * kernel table pass constants, so each compiles to a straight loop of its
@@ -298,7 +398,10 @@ typedef enum { SIMD_FORWARD, SIMD_GRAD, SIMD_BACKWARD } SimdOp;
 #endif
 
 /* The portable loop over elements [from, from + count) of a run: the SIMD
-   loops' ragged ends (and AVX2's head before streaming stores). */
+   loops' ragged ends (and AVX2's head before streaming stores).  Kernels
+   take two portable loops: `whole`, the kernel-table entry, for the calls
+   they hand over entire (NaN slopes), and `portable`, its ordinary-slope
+   version, for strided runs and ragged ends. */
 static ALWAYS_INLINE void
 portable_part(InnerLoop portable, int binary, char *const *ptrs, const Py_ssize_t *steps,
               Py_ssize_t from, Py_ssize_t count, Py_ssize_t size, const LoopContext *ctx)
@@ -626,7 +729,12 @@ forward_exact_number(PyObject *z, double alpha)
 {
     if (PyFloat_CheckExact(z)) {
         double x = PyFloat_AS_DOUBLE(z);
-        return x > 0 ? Py_NewRef(z) : PyFloat_FromDouble(alpha * x);
+        if (x > 0) {
+            return Py_NewRef(z);
+        }
+        /* the NaN rule, with one test: past it, alpha * x has at most one NaN
+           operand, and neither is a constant a compiler could fold away */
+        return PyFloat_FromDouble(isnan(x) ? quiet64(x) : alpha * x);
     }
     long small;
     int fits;
@@ -637,7 +745,7 @@ forward_exact_number(PyObject *z, double alpha)
     if (x == -1.0 && PyErr_Occurred()) {
         return NULL;  /* OverflowError, exactly as alpha * z raises it */
     }
-    return PyFloat_FromDouble(alpha * x);
+    return PyFloat_FromDouble(alpha * x);  /* x from an int: never NaN, no rule needed */
 }
 
 /* The float gradient: shared 1.0, or alpha itself when it already is a float. */

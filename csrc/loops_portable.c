@@ -7,6 +7,19 @@
  */
 #include "leaky.h"
 
+/*
+ * The forward and float16 backward loops come in three parts: the loop for
+ * ordinary slopes (*_ordinary_*, what the SIMD kernels fall back to for
+ * strided runs and ragged ends once they know the slope is not NaN, and
+ * inline through LTO as before), the loop for NaN slopes (out of line and
+ * cold), and the kernel-table entry that picks one (*_loop_*).
+ */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define NAN_SLOPE_LOOP static __declspec(noinline) void
+#else
+#define NAN_SLOPE_LOOP static __attribute__((noinline, cold)) void
+#endif
+
 /* Typed unaligned loads, for the code outside the UNARY/BINARY loops. */
 #define DEFINE_LOAD(NAME, TYPE)                                                \
     static inline TYPE load_##NAME(const char *p)                              \
@@ -82,7 +95,13 @@ DEFINE_LOAD(f64, double)
         }                                                                      \
     } while (0)
 
-/* The element-wise definitions, once per precision. */
+/*
+ * The element-wise definitions, once per precision.  With an ordinary slope a
+ * product has at most one NaN operand and the hardware's multiply is the
+ * definition; with a NaN slope (slope_is_nan) the float loops take their
+ * NaN-slope versions, where product16/32/64 apply leaky's NaN rule by hand
+ * (leaky.h, "The NaN rule").  The SIMD kernels send NaN slopes here whole.
+ */
 static inline double forward64(double x, double a) { return x > 0 ? x : a * x; }
 static inline float forward32(float x, float a) { return x > 0 ? x : a * x; }
 static inline uint16_t
@@ -91,25 +110,70 @@ forward16(uint16_t h, float a)
     return half_is_positive(h) ? h : float_to_half(half_to_float(h) * a);
 }
 
+NAN_SLOPE_LOOP
+forward_nan_slope_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(uint16_t, uint16_t, half_is_positive(x) ? x : product16(x, a));
+}
+
 void
-forward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+forward_ordinary_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
 {
     const float a = ctx->alpha32;
     UNARY_LOOP(uint16_t, uint16_t, forward16(x, a));
 }
 
 void
-forward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+forward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    (slope_is_nan(ctx) ? forward_nan_slope_f16 : forward_ordinary_f16)(ptrs, steps, n, ctx);
+}
+
+NAN_SLOPE_LOOP
+forward_nan_slope_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(float, float, x > 0 ? x : product32(x, a));
+}
+
+void
+forward_ordinary_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
 {
     const float a = ctx->alpha32;
     UNARY_LOOP(float, float, forward32(x, a));
 }
 
 void
-forward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+forward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    (slope_is_nan(ctx) ? forward_nan_slope_f32 : forward_ordinary_f32)(ptrs, steps, n, ctx);
+}
+
+NAN_SLOPE_LOOP
+forward_nan_slope_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
+{
+    const double a = ctx->alpha;
+    UNARY_LOOP(double, double, x > 0 ? x : product64(x, a));
+}
+
+void
+forward_ordinary_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
 {
     const double a = ctx->alpha;
     UNARY_LOOP(double, double, forward64(x, a));
+}
+
+void
+forward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    (slope_is_nan(ctx) ? forward_nan_slope_f64 : forward_ordinary_f64)(ptrs, steps, n, ctx);
 }
 
 void
@@ -162,9 +226,26 @@ INTEGER_LOOPS(u16, uint16_t, AS_DOUBLE)
 INTEGER_LOOPS(u32, uint32_t, AS_DOUBLE)
 INTEGER_LOOPS(u64, uint64_t, AS_DOUBLE)
 
-/* backward = grad_output * (1 if z > 0 else alpha), rounded once to the result. */
+/*
+ * backward = grad_output * (1 if z > 0 else alpha), rounded once to the result.
+ * Where z > 0 a compiler may turn g * 1.0 into g (GCC does, in the scalar
+ * code for strided runs, single elements and the SIMD loops' tails), which
+ * would hand back a signalling NaN unquieted where the SIMD loops quiet it:
+ * float32 and float64 multiply by a 1.0 read through a volatile, which no
+ * compiler may assume is 1.  float16 is safe without: float_to_half quiets
+ * any NaN.
+ */
+NAN_SLOPE_LOOP
+backward_nan_slope_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    BINARY_LOOP(uint16_t, uint16_t, uint16_t, product16(g, half_is_positive(z) ? 1.0f : a));
+}
+
 void
-backward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+backward_ordinary_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
 {
     const float a = ctx->alpha32;
     BINARY_LOOP(uint16_t, uint16_t, uint16_t,
@@ -172,20 +253,73 @@ backward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, cons
 }
 
 void
-backward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+backward_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    (slope_is_nan(ctx) ? backward_nan_slope_f16 : backward_ordinary_f16)(ptrs, steps, n, ctx);
+}
+
+/* 1.0, read through a volatile once per run: a value the compiler cannot
+   see, so g * one is never folded to g, and the loops still vectorize. */
+static inline float
+opaque_one32(void)
+{
+    volatile float one = 1.0f;
+    return one;
+}
+
+static inline double
+opaque_one64(void)
+{
+    volatile double one = 1.0;
+    return one;
+}
+
+void
+backward_ordinary_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
+{
+    const float a = ctx->alpha32, one = opaque_one32();
+    BINARY_LOOP(float, float, float, g * (z > 0 ? one : a));
+}
+
+NAN_SLOPE_LOOP
+backward_nan_slope_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
 {
     const float a = ctx->alpha32;
-    BINARY_LOOP(float, float, float, g * (z > 0 ? 1.0f : a));
+    BINARY_LOOP(float, float, float, product32(g, z > 0 ? 1.0f : a));
+}
+
+void
+backward_loop_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    (slope_is_nan(ctx) ? backward_nan_slope_f32 : backward_ordinary_f32)(ptrs, steps, n, ctx);
+}
+
+void
+backward_ordinary_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
+{
+    const double a = ctx->alpha, one = opaque_one64();
+    BINARY_LOOP(double, double, double, g * (z > 0 ? one : a));
+}
+
+NAN_SLOPE_LOOP
+backward_nan_slope_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
+{
+    const double a = ctx->alpha;
+    BINARY_LOOP(double, double, double, product64(g, z > 0 ? 1.0 : a));
 }
 
 void
 backward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    const double a = ctx->alpha;
-    BINARY_LOOP(double, double, double, g * (z > 0 ? 1.0 : a));
+    (slope_is_nan(ctx) ? backward_nan_slope_f64 : backward_ordinary_f64)(ptrs, steps, n, ctx);
 }
 
-/* Element readers for the mixed-kind backward loop, which is not a hot path. */
+/* Element readers for the mixed-kind backward loop, which is not a hot path:
+   it applies the NaN rule on every element, whatever the slope. */
 static double
 load_as_double(ElemKind kind, const char *p)
 {
@@ -227,18 +361,17 @@ backward_loop_mixed(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, co
         int positive = element_is_positive(zk, z);
         switch (result_kind_of(gk)) {
         case KIND_F16: {
-            uint16_t r = float_to_half(half_to_float(load_u16(g)) *
-                                       (positive ? 1.0f : ctx->alpha32));
+            uint16_t r = product16(load_u16(g), positive ? 1.0f : ctx->alpha32);
             memcpy(dst, &r, sizeof r);
             break;
         }
         case KIND_F32: {
-            float r = load_f32(g) * (positive ? 1.0f : ctx->alpha32);
+            float r = product32(load_f32(g), positive ? 1.0f : ctx->alpha32);
             memcpy(dst, &r, sizeof r);
             break;
         }
         default: {
-            double r = load_as_double(gk, g) * (positive ? 1.0 : ctx->alpha);
+            double r = product64(load_as_double(gk, g), positive ? 1.0 : ctx->alpha);
             memcpy(dst, &r, sizeof r);
             break;
         }

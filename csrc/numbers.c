@@ -74,7 +74,8 @@ backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj
         if (exact_number_as_double(grad, &g) < 0) {
             return NULL;
         }
-        return PyFloat_FromDouble(g * (exact_number_is_positive(z) ? 1.0 : alpha));
+        /* the NaN rule (leaky.h): a NaN g comes back quieted, whatever alpha is */
+        return PyFloat_FromDouble(product64(g, exact_number_is_positive(z) ? 1.0 : alpha));
     }
     /* grad * 1 would hand back a str or a list unchanged: only numbers here */
     if (!is_real_number(grad)) {
