@@ -237,6 +237,7 @@ def layout_cases(np: Any, x: Any) -> dict[str, tuple[Any, Any]]:
         "F in, F out": (f, np.empty_like(f)),
         "x[:, ::-1] in and out": (x[:, ::-1], o[:, ::-1]),
         "x[:, ::-1] in, C out": (x[:, ::-1], np.empty_like(x)),
+        "x[::-1, ::-1] in and out": (x[::-1, ::-1], o[::-1, ::-1]),  # one reversed run
         "x.T in, C out": (x.T, np.empty(x.T.shape, x.dtype)),
         "C in, no out": (x, None),
         "x.T in, no out": (x.T, None),

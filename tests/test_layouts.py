@@ -196,11 +196,20 @@ def layouts(x: Any) -> dict[str, Any]:
     f = np.asfortranarray(x)
     flipped = np.ascontiguousarray(x[:, ::-1, ::-1])[:, ::-1, ::-1]
     permuted = np.ascontiguousarray(x.transpose(2, 0, 1)).transpose(1, 2, 0)
-    return {"C": x, "F": f, "flipped": flipped, "permuted": permuted, "T": x.T.copy().T}
+    # every axis reversed: merges into one run walked backwards, which is flipped whole
+    reversed_ = np.ascontiguousarray(x[::-1, ::-1, ::-1])[::-1, ::-1, ::-1]
+    return {
+        "C": x,
+        "F": f,
+        "flipped": flipped,
+        "reversed": reversed_,
+        "permuted": permuted,
+        "T": x.T.copy().T,
+    }
 
 
 @pytest.mark.parametrize("dtype", ["e", "f", "d"])
-@pytest.mark.parametrize("out_order", ["C", "F", "flipped", "permuted", "same"])
+@pytest.mark.parametrize("out_order", ["C", "F", "flipped", "reversed", "permuted", "same"])
 def test_every_layout_gives_the_c_order_bits(
     dtype: str, out_order: str, call_threads: int | None
 ) -> None:
