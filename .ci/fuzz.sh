@@ -7,7 +7,9 @@
 #
 # 1. hypothesis (tests/test_fuzz_arrays.py): arbitrary NumPy layouts over one
 #    byte buffer (every dtype, 0-d to 5-d, zero/negative/odd strides,
-#    unaligned, overlapping out) against the pure-Python oracle.
+#    unaligned, overlapping out, outs that overlap themselves, threads)
+#    against the pure-Python oracle; and (tests/test_nan_bits.py) NaN slopes
+#    and NaN data with payloads against the bit-level oracle, bit for bit.
 # 2. atheris (tests/fuzz/fuzz_entry_points.py): hostile exporters
 #    (memoryview.cast, ctypes, odd format strings), slopes, outs.  Under the
 #    sanitizers it is not coverage-guided: the preloaded gcc sanitizer
@@ -54,9 +56,10 @@ if [ "$forever" = 1 ]; then
 else
     examples=${LEAKY_FUZZ_EXAMPLES:-2000}
 fi
-echo "== hypothesis: $examples examples per test (tests/test_fuzz_arrays.py)"
+echo "== hypothesis: $examples examples per test (tests/test_fuzz_arrays.py, tests/test_nan_bits.py)"
 LEAKY_HYPOTHESIS_PROFILE=fuzz LEAKY_FUZZ_EXAMPLES=$examples \
-    python -m pytest -q -p no:cacheprovider tests/test_fuzz_arrays.py || status=$?
+    python -m pytest -q -p no:cacheprovider tests/test_fuzz_arrays.py tests/test_nan_bits.py ||
+    status=$?
 
 # run_atheris CORPUS SECONDS: the harness, bounded by LEAKY_FUZZ_RUNS and
 # SECONDS, or open-ended with --forever; findings land in .fuzz/findings/.
