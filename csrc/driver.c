@@ -69,8 +69,8 @@ runs_inside(const LoopPlan *plan, int nops, int a, int b)
  * (contiguous stores), the inputs' where they do not (ties, broadcasts).
  * That holds for a fresh C-contiguous result too: against a transposed
  * input, walking by the input's strides instead measured no faster
- * (docs/performance.md).  Identical operands get the same flips and permutation, so in place stays
- * element for element in place.
+ * (docs/performance.md).  Identical operands get the same flips and
+ * permutation, so in place stays element for element in place.
  */
 static void
 plan_reorder(LoopPlan *plan, int nops, char **base)
@@ -399,13 +399,6 @@ extent_offsets(const Operand *op, Py_ssize_t *lo, Py_ssize_t *hi)
     return 1;
 }
 
-/*
- * Every buffer leaky reads or writes passes here first: its byte count and
- * its extent must fit in Py_ssize_t, so that nothing computed from its
- * shape and strides later (the overlap tests, detach_from_output's copy,
- * plan_build's total) can overflow.  ValueError otherwise, as NumPy's
- * "array is too big".
- */
 /* 1 if op is C-contiguous (unit sides aside): it spans its byte count, no more. */
 static int
 c_contiguous(const Operand *op)
@@ -422,6 +415,13 @@ c_contiguous(const Operand *op)
     return 1;
 }
 
+/*
+ * Every buffer leaky reads or writes passes here first: its byte count and
+ * its extent must fit in Py_ssize_t, so that nothing computed from its
+ * shape and strides later (the overlap tests, detach_from_output's copy,
+ * plan_build's total) can overflow.  ValueError otherwise, as NumPy's
+ * "array is too big".
+ */
 int
 operand_check_size(const Operand *op, const char *fname, const char *argname)
 {
