@@ -13,6 +13,7 @@ make_context(double alpha)
     ctx.alpha = alpha;
     ctx.alpha32 = (float)alpha;
     ctx.alpha16 = float_to_half(ctx.alpha32);
+    ctx.alpha_bf16 = float_to_bf16(ctx.alpha32);
     return ctx;
 }
 
@@ -450,7 +451,7 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
     ctx.grad_kind = grad.kind;
     ctx.z_kind = z.kind;
     InnerLoop loop = backward_loop_mixed;
-    if (grad.kind == z.kind && grad.kind <= KIND_F64) {
+    if (grad.kind == z.kind && is_float_kind(grad.kind)) {
         loop = st->kernels->backward_same[grad.kind - KIND_F16];
     }
     Operand *ops[3] = {&grad, &z, &out};

@@ -225,5 +225,10 @@ avx2_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, cons
     kernel_pd(SIMD_BACKWARD, backward_loop_f64, backward_ordinary_f64, ptrs, steps, n, ctx);
 }
 
+/* bfloat16 runs on the portable loops until it has SIMD kernels here. */
+#define avx2_forward_bf16 forward_loop_bf16
+#define avx2_grad_bf16 grad_loop_bf16
+#define avx2_backward_bf16 backward_loop_bf16
+
 SIMD_TABLE(AVX2_KERNELS, avx2)
 #endif /* LEAKY_X86_64 */

@@ -270,5 +270,10 @@ avx512_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, co
     kernel_pd(SIMD_BACKWARD, backward_loop_f64, backward_ordinary_f64, ptrs, steps, n, ctx);
 }
 
+/* bfloat16 runs on the portable loops until it has SIMD kernels here. */
+#define avx512_forward_bf16 forward_loop_bf16
+#define avx512_grad_bf16 grad_loop_bf16
+#define avx512_backward_bf16 backward_loop_bf16
+
 SIMD_TABLE(AVX512_KERNELS, avx512)
 #endif /* LEAKY_X86_64 */

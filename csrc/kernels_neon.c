@@ -226,17 +226,20 @@ neon_backward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, cons
 const KernelTable NEON_KERNELS = {
     .name = "neon",
     .forward = {[KIND_F16] = neon_forward_f16, [KIND_F32] = neon_forward_f32,
-                [KIND_F64] = neon_forward_f64, [KIND_BOOL] = forward_loop_bool,
+                [KIND_F64] = neon_forward_f64, [KIND_BF16] = forward_loop_bf16,
+                [KIND_BOOL] = forward_loop_bool,
                 [KIND_I8] = forward_loop_i8,   [KIND_I16] = forward_loop_i16,
                 [KIND_I32] = forward_loop_i32, [KIND_I64] = forward_loop_i64,
                 [KIND_U8] = forward_loop_u8,   [KIND_U16] = forward_loop_u16,
                 [KIND_U32] = forward_loop_u32, [KIND_U64] = forward_loop_u64},
     .grad = {[KIND_F16] = grad_loop_f16,   [KIND_F32] = neon_grad_f32,
-             [KIND_F64] = neon_grad_f64,   [KIND_BOOL] = grad_loop_bool,
+             [KIND_F64] = neon_grad_f64,   [KIND_BF16] = grad_loop_bf16,
+             [KIND_BOOL] = grad_loop_bool,
              [KIND_I8] = grad_loop_i8,     [KIND_I16] = grad_loop_i16,
              [KIND_I32] = grad_loop_i32,   [KIND_I64] = grad_loop_i64,
              [KIND_U8] = grad_loop_u8,     [KIND_U16] = grad_loop_u16,
              [KIND_U32] = grad_loop_u32,   [KIND_U64] = grad_loop_u64},
-    .backward_same = {neon_backward_f16, neon_backward_f32, neon_backward_f64},
+    /* bfloat16 runs on the portable loops until it has NEON kernels. */
+    .backward_same = {neon_backward_f16, neon_backward_f32, neon_backward_f64, backward_loop_bf16},
 };
 #endif /* arm64 */

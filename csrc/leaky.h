@@ -81,6 +81,7 @@ typedef enum {
     KIND_F16,
     KIND_F32,
     KIND_F64,
+    KIND_BF16,  /* bfloat16: reaches leaky through DLPack only (no buffer format) */
     KIND_BOOL,
     KIND_I8,
     KIND_I16,
@@ -93,19 +94,29 @@ typedef enum {
     KIND_COUNT
 } ElemKind;
 
+/* The floating kinds, which keep their format (KIND_F16..KIND_BF16). */
+static inline int
+is_float_kind(ElemKind kind)
+{
+    return kind <= KIND_BF16;
+}
+
 /* Floating kinds keep their format; integers and bool compute in float64. */
 static inline ElemKind
 result_kind_of(ElemKind kind)
 {
-    return (kind == KIND_F16 || kind == KIND_F32) ? kind : KIND_F64;
+    return is_float_kind(kind) ? kind : KIND_F64;
 }
 
+/* The struct-module format of a result; NULL for bfloat16, which has none
+   (its results leave through DLPack, never as a buffer of a format). */
 static inline const char *
 format_of_result(ElemKind kind)
 {
     switch (kind) {
     case KIND_F16: return "e";
     case KIND_F32: return "f";
+    case KIND_BF16: return NULL;
     default: return "d";
     }
 }
@@ -115,6 +126,7 @@ itemsize_of_result(ElemKind kind)
 {
     switch (kind) {
     case KIND_F16: return 2;
+    case KIND_BF16: return 2;
     case KIND_F32: return 4;
     default: return 8;
     }
@@ -125,6 +137,7 @@ name_of_result(ElemKind kind)
 {
     switch (kind) {
     case KIND_F16: return "float16";
+    case KIND_BF16: return "bfloat16";
     case KIND_F32: return "float32";
     default: return "float64";
     }
@@ -214,6 +227,46 @@ half_is_positive(uint16_t h)
 }
 
 /* ------------------------------------------------------------------ */
+/* bfloat16                                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A bfloat16 is the top half of a float32: widening is a shift, exact.  It
+ * is computed in float32 with float32(alpha) and rounded once, to nearest,
+ * ties to even, as PyTorch's CPU kernels do (tests/data/bfloat16_pytorch.npz
+ * holds their results).  A NaN is narrowed by truncation with its quiet bit
+ * set (0x0040), so its sign and the top of its payload survive and rounding
+ * can never carry it into infinity; that is what AVX512_BF16's VCVTNEPS2BF16
+ * does too.  PyTorch's own NaN bits differ between its vector and scalar
+ * conversions, so leaky does not copy them (docs/semantics.md).
+ */
+static inline float
+bf16_to_float(uint16_t b)
+{
+    return f32_from_bits((uint32_t)b << 16);
+}
+
+static inline uint16_t
+float_to_bf16(float f)
+{
+    uint32_t bits = bits_from_f32(f);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t)((bits >> 16) | 0x0040u);
+    }
+    /* Adding 0x7fff plus the lowest kept bit rounds the 16 dropped bits to
+       nearest-even; an overflow carries into the exponent and gives inf. */
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+/* z > 0 read off the bits: 0x0001..0x7f80 are the positive bfloat16s. */
+static inline int
+bf16_is_positive(uint16_t b)
+{
+    return (uint16_t)(b - 1u) < 0x7f80u;
+}
+
+/* ------------------------------------------------------------------ */
 /* The NaN rule                                                       */
 /* ------------------------------------------------------------------ */
 
@@ -268,6 +321,12 @@ half_is_nan(uint16_t h)
     return (h & 0x7fffu) > 0x7c00u;
 }
 
+static inline int
+bf16_is_nan(uint16_t b)
+{
+    return (b & 0x7fffu) > 0x7f80u;
+}
+
 /*
  * data * slope under the rule, written out: the multiply only ever sees two
  * non-NaN operands.  Both NaN cases are set by hand, not left to the
@@ -297,6 +356,14 @@ product16(uint16_t data, float slope)
                              : float_to_half(half_to_float(data) * slope);
 }
 
+/* The same for bfloat16 data (float_to_bf16 quiets a NaN slope). */
+static inline uint16_t
+product_bf16(uint16_t data, float slope)
+{
+    return bf16_is_nan(data) ? (uint16_t)(data | 0x0040u)
+                             : float_to_bf16(bf16_to_float(data) * slope);
+}
+
 /* ------------------------------------------------------------------ */
 /* Inner loops and kernel tables                                      */
 /* ------------------------------------------------------------------ */
@@ -305,6 +372,7 @@ typedef struct {
     double alpha;
     float alpha32;     /* float32(alpha): the slope of float32 and float16 */
     uint16_t alpha16;  /* float16(float32(alpha)): the float16 gradient */
+    uint16_t alpha_bf16;  /* bfloat16(float32(alpha)): the bfloat16 gradient */
     ElemKind grad_kind;  /* backward's generic loop: kinds of its inputs */
     ElemKind z_kind;
     Py_ssize_t itemsize;  /* copy loop */
@@ -351,23 +419,25 @@ typedef struct {
     const char *name;
     InnerLoop forward[KIND_COUNT];
     InnerLoop grad[KIND_COUNT];
-    InnerLoop backward_same[3];  /* grad_output and z of one float kind */
+    InnerLoop backward_same[4];  /* grad_output and z of one float kind (is_float_kind) */
 } KernelTable;
 
 /* loops_portable.c: every kind, any stride; the SIMD loops fall back to them. */
 extern InnerLoopFunction forward_loop_f16, forward_loop_f32, forward_loop_f64,
-    forward_loop_bool, forward_loop_i8, forward_loop_i16, forward_loop_i32, forward_loop_i64,
+    forward_loop_bf16, forward_loop_bool, forward_loop_i8, forward_loop_i16, forward_loop_i32, forward_loop_i64,
     forward_loop_u8, forward_loop_u16, forward_loop_u32, forward_loop_u64;
-extern InnerLoopFunction grad_loop_f16, grad_loop_f32, grad_loop_f64, grad_loop_bool,
+extern InnerLoopFunction grad_loop_f16, grad_loop_f32, grad_loop_f64, grad_loop_bf16,
+    grad_loop_bool,
     grad_loop_i8, grad_loop_i16, grad_loop_i32, grad_loop_i64, grad_loop_u8, grad_loop_u16,
     grad_loop_u32, grad_loop_u64;
 extern InnerLoopFunction backward_loop_f16, backward_loop_f32, backward_loop_f64,
-    backward_loop_mixed, copy_loop;
+    backward_loop_bf16, backward_loop_mixed, copy_loop;
 /* The same loops for ordinary (non-NaN) slopes only: the SIMD kernels' fallback
    for strided runs and ragged ends, once they have sent NaN slopes to the
    loops above (grad needs no such split: it multiplies nothing). */
 extern InnerLoopFunction forward_ordinary_f16, forward_ordinary_f32, forward_ordinary_f64,
-    backward_ordinary_f16, backward_ordinary_f32, backward_ordinary_f64;
+    forward_ordinary_bf16, backward_ordinary_f16, backward_ordinary_f32, backward_ordinary_f64,
+    backward_ordinary_bf16;
 extern const KernelTable PORTABLE_KERNELS;
 #ifdef LEAKY_X86_64
 extern const KernelTable AVX2_KERNELS, AVX512_KERNELS;  /* kernels_avx2.c, kernels_avx512.c */
@@ -440,18 +510,21 @@ stream_head(const char *dst, Py_ssize_t n, Py_ssize_t itemsize, Py_ssize_t vecto
     const KernelTable NAME = {                                                  \
         .name = #ISA,                                                           \
         .forward = {[KIND_F16] = ISA##_forward_f16, [KIND_F32] = ISA##_forward_f32, \
-                    [KIND_F64] = ISA##_forward_f64, [KIND_BOOL] = forward_loop_bool, \
+                    [KIND_F64] = ISA##_forward_f64, [KIND_BF16] = ISA##_forward_bf16, \
+                    [KIND_BOOL] = forward_loop_bool,                          \
                     [KIND_I8] = forward_loop_i8,   [KIND_I16] = forward_loop_i16, \
                     [KIND_I32] = forward_loop_i32, [KIND_I64] = forward_loop_i64, \
                     [KIND_U8] = forward_loop_u8,   [KIND_U16] = forward_loop_u16, \
                     [KIND_U32] = forward_loop_u32, [KIND_U64] = forward_loop_u64}, \
         .grad = {[KIND_F16] = ISA##_grad_f16, [KIND_F32] = ISA##_grad_f32,      \
-                 [KIND_F64] = ISA##_grad_f64, [KIND_BOOL] = grad_loop_bool,     \
+                 [KIND_F64] = ISA##_grad_f64, [KIND_BF16] = ISA##_grad_bf16,   \
+                 [KIND_BOOL] = grad_loop_bool,                                  \
                  [KIND_I8] = grad_loop_i8,   [KIND_I16] = grad_loop_i16,        \
                  [KIND_I32] = grad_loop_i32, [KIND_I64] = grad_loop_i64,        \
                  [KIND_U8] = grad_loop_u8,   [KIND_U16] = grad_loop_u16,        \
                  [KIND_U32] = grad_loop_u32, [KIND_U64] = grad_loop_u64},       \
-        .backward_same = {ISA##_backward_f16, ISA##_backward_f32, ISA##_backward_f64}, \
+        .backward_same = {ISA##_backward_f16, ISA##_backward_f32, ISA##_backward_f64, \
+                          ISA##_backward_bf16},                                 \
     };
 #endif /* LEAKY_X86_64 */
 

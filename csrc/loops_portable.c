@@ -176,6 +176,34 @@ forward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const
     (slope_is_nan(ctx) ? forward_nan_slope_f64 : forward_ordinary_f64)(ptrs, steps, n, ctx);
 }
 
+static inline uint16_t
+forward_bf16(uint16_t b, float a)
+{
+    return bf16_is_positive(b) ? b : float_to_bf16(bf16_to_float(b) * a);
+}
+
+NAN_SLOPE_LOOP
+forward_nan_slope_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(uint16_t, uint16_t, bf16_is_positive(x) ? x : product_bf16(x, a));
+}
+
+void
+forward_ordinary_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                      const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    UNARY_LOOP(uint16_t, uint16_t, forward_bf16(x, a));
+}
+
+void
+forward_loop_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    (slope_is_nan(ctx) ? forward_nan_slope_bf16 : forward_ordinary_bf16)(ptrs, steps, n, ctx);
+}
+
 void
 grad_loop_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
@@ -195,6 +223,13 @@ grad_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const Lo
 {
     const double a = ctx->alpha;
     UNARY_LOOP(double, double, x > 0 ? 1.0 : a);
+}
+
+void
+grad_loop_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const uint16_t a = ctx->alpha_bf16;
+    UNARY_LOOP(uint16_t, uint16_t, bf16_is_positive(x) ? (uint16_t)0x3f80u : a);
 }
 
 /* Integer and bool inputs: the float64 result of the same values converted. */
@@ -318,6 +353,30 @@ backward_loop_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, cons
     (slope_is_nan(ctx) ? backward_nan_slope_f64 : backward_ordinary_f64)(ptrs, steps, n, ctx);
 }
 
+/* bfloat16 like float16: float_to_bf16 quiets any NaN, so no opaque one. */
+NAN_SLOPE_LOOP
+backward_nan_slope_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                        const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    BINARY_LOOP(uint16_t, uint16_t, uint16_t, product_bf16(g, bf16_is_positive(z) ? 1.0f : a));
+}
+
+void
+backward_ordinary_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n,
+                       const LoopContext *ctx)
+{
+    const float a = ctx->alpha32;
+    BINARY_LOOP(uint16_t, uint16_t, uint16_t,
+                float_to_bf16(bf16_to_float(g) * (bf16_is_positive(z) ? 1.0f : a)));
+}
+
+void
+backward_loop_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    (slope_is_nan(ctx) ? backward_nan_slope_bf16 : backward_ordinary_bf16)(ptrs, steps, n, ctx);
+}
+
 /* Element readers for the mixed-kind backward loop, which is not a hot path:
    it applies the NaN rule on every element, whatever the slope. */
 static double
@@ -327,6 +386,7 @@ load_as_double(ElemKind kind, const char *p)
     case KIND_F16: return half_to_float(load_u16(p));
     case KIND_F32: return load_f32(p);
     case KIND_F64: return load_f64(p);
+    case KIND_BF16: return bf16_to_float(load_u16(p));
     case KIND_BOOL: return load_u8(p) != 0 ? 1.0 : 0.0;
     case KIND_I8: return load_i8(p);
     case KIND_I16: return load_i16(p);
@@ -345,6 +405,7 @@ element_is_positive(ElemKind kind, const char *p)
 {
     switch (kind) {
     case KIND_F16: return half_is_positive(load_u16(p));
+    case KIND_BF16: return bf16_is_positive(load_u16(p));
     case KIND_I64: return load_i64(p) > 0;  /* exact, no rounding through double */
     case KIND_U64: return load_u64(p) != 0;
     default: return load_as_double(kind, p) > 0;
@@ -370,6 +431,11 @@ backward_loop_mixed(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, co
             memcpy(dst, &r, sizeof r);
             break;
         }
+        case KIND_BF16: {
+            uint16_t r = product_bf16(load_u16(g), positive ? 1.0f : ctx->alpha32);
+            memcpy(dst, &r, sizeof r);
+            break;
+        }
         default: {
             double r = product64(load_as_double(gk, g), positive ? 1.0 : ctx->alpha);
             memcpy(dst, &r, sizeof r);
@@ -391,7 +457,8 @@ copy_loop(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopCo
 #define PORTABLE_UNARY_TABLE(PREFIX)                                            \
     {                                                                           \
         [KIND_F16] = PREFIX##_loop_f16, [KIND_F32] = PREFIX##_loop_f32,         \
-        [KIND_F64] = PREFIX##_loop_f64, [KIND_BOOL] = PREFIX##_loop_bool,       \
+        [KIND_F64] = PREFIX##_loop_f64, [KIND_BF16] = PREFIX##_loop_bf16,       \
+        [KIND_BOOL] = PREFIX##_loop_bool,                                       \
         [KIND_I8] = PREFIX##_loop_i8,   [KIND_I16] = PREFIX##_loop_i16,         \
         [KIND_I32] = PREFIX##_loop_i32, [KIND_I64] = PREFIX##_loop_i64,         \
         [KIND_U8] = PREFIX##_loop_u8,   [KIND_U16] = PREFIX##_loop_u16,         \
@@ -402,5 +469,5 @@ const KernelTable PORTABLE_KERNELS = {
     .name = "portable",
     .forward = PORTABLE_UNARY_TABLE(forward),
     .grad = PORTABLE_UNARY_TABLE(grad),
-    .backward_same = {backward_loop_f16, backward_loop_f32, backward_loop_f64},
+    .backward_same = {backward_loop_f16, backward_loop_f32, backward_loop_f64, backward_loop_bf16},
 };
