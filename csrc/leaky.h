@@ -810,6 +810,19 @@ PyObject *new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_k
 extern PyType_Spec result_buffer_spec;
 PyObject *result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape);
 
+/* ------------------------------------------------------------------ */
+/* leaky.ufunc's capsule and the route to it (array_route.c)          */
+/* ------------------------------------------------------------------ */
+
+int add_ufunc_api(PyObject *module, LeakyState *st);
+int is_ndarray_subclass(PyObject *obj);
+int is_array_like(PyObject *obj);
+PyObject *unary_via_ufunc(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj,
+                          PyObject *out_obj);
+PyObject *backward_via_ufunc(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj,
+                             PyObject *out_obj);
+void explain_array_alpha(const char *fname, PyObject *obj);
+
 #if defined(__GNUC__) && !defined(_WIN32)
 #pragma GCC visibility pop
 #endif

@@ -1,0 +1,214 @@
+/*
+ * array_route.c: what leaky._leaky shares with leaky.ufunc, and the route
+ * from leaky's functions to it.
+ *
+ * leaky.ufunc (csrc/ufunc.c, the extension leaky._ufunc) is a NumPy ufunc
+ * whose inner loops are this extension's kernels: add_ufunc_api publishes
+ * them in a capsule (ufunc_api.h says why a capsule).
+ *
+ * The route: objects that only NumPy understands, pandas and xarray
+ * objects, Dask arrays, ndarray subclasses such as masked arrays, anything
+ * with __array_ufunc__, __array_function__, __array__, __array_interface__
+ * or __array_struct__, go to leaky.ufunc when NumPy is already imported, so
+ * that each gets its own type back through NumPy's __array_ufunc__ protocol
+ * (a masked array keeps its mask, a Series its index).  leaky.c asks here
+ * only after its own fast paths have declined, so exact ndarrays, other
+ * buffers, numbers and lists never pay for the test beyond a pointer walk.
+ */
+#include "ufunc_api.h"
+
+/* ------------------------------------------------------------------ */
+/* The capsule                                                        */
+/* ------------------------------------------------------------------ */
+
+/* LeakyUfuncApi.run_1d: one run, on the pool when it is large (no Python here). */
+static void
+ufunc_run_1d(void *state, InnerLoop loop, int nops, char *const *ptrs, const Py_ssize_t *steps,
+             Py_ssize_t n, const LoopContext *ctx)
+{
+    LeakyState *st = state;
+    assert(nops >= 1 && nops <= MAX_OPERANDS);
+    int threads = n >= ATOMIC_LOAD(&st->tuning.parallel_threshold) ? st->max_threads : 1;
+    ThreadPool *pool = threads > 1 ? pool_for_caller(st) : NULL;
+    if (pool == NULL) {
+        loop(ptrs, steps, n, ctx);
+        return;
+    }
+    LoopPlan plan = {.ndim = 1, .buffered = PLAN_DIRECT};
+    plan.shape[0] = n;
+    ParallelJob job = {.plan = &plan, .nops = nops, .loop = loop, .ctx = ctx};
+    for (int op = 0; op < nops; op++) {
+        plan.strides[op][0] = steps[op];
+        job.base[op] = ptrs[op];
+    }
+    int nthreads = threads < pool_thread_count(pool) ? threads : pool_thread_count(pool);
+    /* as run_elementwise splits a one-axis plan: parts of 4096 and up, a few per thread */
+    Py_ssize_t nparts = n / 4096;
+    job.nparts = (int)(nparts < 4 * nthreads ? (nparts < nthreads ? nthreads : nparts)
+                                             : 4 * nthreads);
+    pool_run(pool, &job, nthreads - 1);
+    pool_release(pool);
+}
+
+static void
+free_ufunc_api(PyObject *capsule)
+{
+    PyMem_Free(PyCapsule_GetPointer(capsule, LEAKY_UFUNC_API_NAME));
+}
+
+int
+add_ufunc_api(PyObject *module, LeakyState *st)
+{
+    LeakyUfuncApi *api = PyMem_Malloc(sizeof *api);
+    if (api == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    api->version = LEAKY_UFUNC_API_VERSION;
+    api->size = sizeof *api;
+    api->kernels = st->kernels;
+    api->backward_mixed = backward_loop_mixed;
+    api->run_1d = ufunc_run_1d;
+    api->state = st;  /* leaky._ufunc keeps this module alive while it uses it */
+    PyObject *capsule = PyCapsule_New(api, LEAKY_UFUNC_API_NAME, free_ufunc_api);
+    if (capsule == NULL) {
+        PyMem_Free(api);
+        return -1;
+    }
+    int added = PyModule_AddObjectRef(module, "_ufunc_api", capsule);
+    Py_DECREF(capsule);
+    return added;
+}
+
+/* ------------------------------------------------------------------ */
+/* Which objects take the route                                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A strict subclass of numpy.ndarray (np.ma.MaskedArray, np.matrix,
+ * np.memmap, ...), found by name along the base chain, so that no NumPy is
+ * needed to ask: exact ndarrays stop at once (their base is object), other
+ * buffers after a few string compares.  They export the buffer protocol,
+ * but the buffer path would hand back a plain ndarray and drop what the
+ * subclass carries (a mask), so they go through the ufunc.
+ */
+int
+is_ndarray_subclass(PyObject *obj)
+{
+    for (PyTypeObject *base = Py_TYPE(obj)->tp_base; base != NULL; base = base->tp_base) {
+        if (strcmp(base->tp_name, "numpy.ndarray") == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+numpy_is_imported(void)
+{
+    PyObject *modules = PyImport_GetModuleDict();  /* borrowed */
+    PyObject *numpy = PyDict_GetItemString(modules, "numpy");  /* only its presence counts */
+    return numpy != NULL;
+}
+
+/*
+ * Does NumPy's ufunc machinery understand obj where leaky's own paths do
+ * not?  Only asked of objects that are no exact number, list, tuple or
+ * plain buffer, and only once NumPy is imported: leaky never imports it.
+ * Errors from the attribute lookups count as "no" (the number route's own
+ * error then follows).
+ */
+int
+is_array_like(PyObject *obj)
+{
+    static const char *const protocols[] = {"__array_ufunc__", "__array_function__", "__array__",
+                                            "__array_interface__", "__array_struct__"};
+    if (!numpy_is_imported()) {
+        return 0;
+    }
+    if (PyObject_CheckBuffer(obj)) {
+        return is_ndarray_subclass(obj);
+    }
+    PyObject *type = (PyObject *)Py_TYPE(obj);
+    for (size_t i = 0; i < sizeof protocols / sizeof *protocols; i++) {
+        if (PyObject_HasAttrString(type, protocols[i])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* The route                                                          */
+/* ------------------------------------------------------------------ */
+
+/* leaky.ufunc.<name>(*args, out=out_obj); out_obj may be NULL. */
+static PyObject *
+call_ufunc(const char *name, PyObject **args, Py_ssize_t nargs, PyObject *out_obj)
+{
+    PyObject *result = NULL, *kwnames = NULL, *func = NULL;
+    PyObject *module = PyImport_ImportModule("leaky.ufunc");
+    if (module == NULL) {
+        goto done;
+    }
+    func = PyObject_GetAttrString(module, name);
+    if (func == NULL) {
+        goto done;
+    }
+    if (out_obj != NULL) {
+        kwnames = Py_BuildValue("(s)", "out");
+        if (kwnames == NULL) {
+            goto done;
+        }
+        args[nargs] = out_obj;  /* the caller left room for it */
+    }
+    result = PyObject_Vectorcall(func, args, (size_t)nargs, kwnames);
+done:
+    Py_XDECREF(kwnames);
+    Py_XDECREF(func);
+    Py_XDECREF(module);
+    return result;
+}
+
+PyObject *
+unary_via_ufunc(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj, PyObject *out_obj)
+{
+    PyObject *args[3] = {z, alpha_obj != NULL ? alpha_obj : st->default_alpha, NULL};
+    return call_ufunc(op == OP_FORWARD ? "leaky_relu" : "leaky_relu_grad", args, 2, out_obj);
+}
+
+PyObject *
+backward_via_ufunc(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj,
+                   PyObject *out_obj)
+{
+    PyObject *args[4] = {grad, z, alpha_obj != NULL ? alpha_obj : st->default_alpha, NULL};
+    return call_ufunc("leaky_relu_backward", args, 3, out_obj);
+}
+
+/*
+ * parse_alpha failed on obj: if it is an array of slopes, say where
+ * broadcasting slopes live rather than pass on NumPy's "only 0-dimensional
+ * arrays can be converted" (or pandas' "cannot convert the series").
+ * Leaves any other error as it is.
+ */
+void
+explain_array_alpha(const char *fname, PyObject *obj)
+{
+    if (!PyErr_ExceptionMatches(PyExc_TypeError) && !PyErr_ExceptionMatches(PyExc_ValueError)) {
+        return;
+    }
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    if (!is_array_like(obj) && !PyObject_CheckBuffer(obj)) {
+        PyErr_Restore(type, value, traceback);
+        return;
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+    PyErr_Format(PyExc_TypeError,
+                 "%s() argument 'alpha' must be a real number, not an array (%.200s); for "
+                 "per-element or per-channel slopes use leaky.ufunc.%s(), which broadcasts "
+                 "alpha against z",
+                 fname, Py_TYPE(obj)->tp_name, fname);
+}
