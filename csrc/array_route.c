@@ -121,17 +121,23 @@ numpy_is_imported(void)
 int
 is_array_like(PyObject *obj)
 {
-    static const char *const protocols[] = {"__array_ufunc__", "__array_function__", "__array__",
-                                            "__array_interface__", "__array_struct__"};
+    /* methods, looked up on the type as NumPy does; the two data protocols are
+       often instance attributes (NumPy reads them off the object) */
+    static const char *const methods[] = {"__array_ufunc__", "__array_function__", "__array__"};
+    static const char *const attributes[] = {"__array_interface__", "__array_struct__"};
     if (!numpy_is_imported()) {
         return 0;
     }
     if (PyObject_CheckBuffer(obj)) {
         return is_ndarray_subclass(obj);
     }
-    PyObject *type = (PyObject *)Py_TYPE(obj);
-    for (size_t i = 0; i < sizeof protocols / sizeof *protocols; i++) {
-        if (PyObject_HasAttrString(type, protocols[i])) {
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+        if (PyObject_HasAttrString((PyObject *)Py_TYPE(obj), methods[i])) {
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < sizeof attributes / sizeof *attributes; i++) {
+        if (PyObject_HasAttrString(obj, attributes[i])) {
             return 1;
         }
     }
