@@ -101,6 +101,7 @@ parse_alpha(const char *fname, PyObject *obj, double *alpha)
         PyErr_Format(PyExc_TypeError,
                      "%s() argument 'alpha' must be a real number, not %.200s",
                      fname, Py_TYPE(obj)->tp_name);
+        explain_array_alpha(fname, obj);
         return -1;
     }
     double value = PyFloat_AsDouble(obj);
