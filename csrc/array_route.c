@@ -56,6 +56,8 @@ free_ufunc_api(PyObject *capsule)
     PyMem_Free(PyCapsule_GetPointer(capsule, LEAKY_UFUNC_API_NAME));
 }
 
+static int add_array_route_names(LeakyState *st);
+
 int
 add_ufunc_api(PyObject *module, LeakyState *st)
 {
@@ -70,6 +72,10 @@ add_ufunc_api(PyObject *module, LeakyState *st)
     api->backward_mixed = backward_loop_mixed;
     api->run_1d = ufunc_run_1d;
     api->state = st;  /* leaky._ufunc keeps this module alive while it uses it */
+    if (add_array_route_names(st) < 0) {
+        PyMem_Free(api);
+        return -1;
+    }
     PyObject *capsule = PyCapsule_New(api, LEAKY_UFUNC_API_NAME, free_ufunc_api);
     if (capsule == NULL) {
         PyMem_Free(api);
@@ -111,33 +117,71 @@ numpy_is_imported(void)
     return numpy != NULL;
 }
 
+/* The protocols NumPy's ufuncs accept: three methods, looked up on the type as
+   NumPy does, then two data protocols, often instance attributes. */
+static const char *const PROTOCOLS[5] = {"__array_ufunc__", "__array_function__", "__array__",
+                                         "__array_interface__", "__array_struct__"};
+enum { N_METHODS = 3 };
+
+/*
+ * Does obj (or its type) have this attribute?  Without raising and clearing
+ * an AttributeError when it has not, which cost ~150 ns a name: Fraction and
+ * Decimal z (the number route) ask all five.  Errors count as "no".
+ */
+static int
+has_attribute(PyObject *obj, PyObject *name)
+{
+    PyObject *value = NULL;
+#if PY_VERSION_HEX >= 0x030D0000
+    int found = PyObject_GetOptionalAttr(obj, name, &value);
+#else
+    int found = _PyObject_LookupAttr(obj, name, &value);
+#endif
+    Py_XDECREF(value);
+    if (found < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    return found;
+}
+
+static int
+add_array_route_names(LeakyState *st)
+{
+    for (int i = 0; i < 5; i++) {
+        st->str_array_protocols[i] = PyUnicode_InternFromString(PROTOCOLS[i]);
+        if (st->str_array_protocols[i] == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void
+clear_array_route(LeakyState *st)
+{
+    for (int i = 0; i < 5; i++) {
+        Py_CLEAR(st->str_array_protocols[i]);
+    }
+}
+
 /*
  * Does NumPy's ufunc machinery understand obj where leaky's own paths do
  * not?  Only asked of objects that are no exact number, list, tuple or
  * plain buffer, and only once NumPy is imported: leaky never imports it.
- * Errors from the attribute lookups count as "no" (the number route's own
- * error then follows).
  */
 int
-is_array_like(PyObject *obj)
+is_array_like(LeakyState *st, PyObject *obj)
 {
-    /* methods, looked up on the type as NumPy does; the two data protocols are
-       often instance attributes (NumPy reads them off the object) */
-    static const char *const methods[] = {"__array_ufunc__", "__array_function__", "__array__"};
-    static const char *const attributes[] = {"__array_interface__", "__array_struct__"};
     if (!numpy_is_imported()) {
         return 0;
     }
     if (PyObject_CheckBuffer(obj)) {
         return is_ndarray_subclass(obj);
     }
-    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
-        if (PyObject_HasAttrString((PyObject *)Py_TYPE(obj), methods[i])) {
-            return 1;
-        }
-    }
-    for (size_t i = 0; i < sizeof attributes / sizeof *attributes; i++) {
-        if (PyObject_HasAttrString(obj, attributes[i])) {
+    for (int i = 0; i < 5; i++) {
+        PyObject *owner = i < N_METHODS ? (PyObject *)Py_TYPE(obj) : obj;
+        if (has_attribute(owner, st->str_array_protocols[i])) {
             return 1;
         }
     }
@@ -205,7 +249,12 @@ explain_array_alpha(const char *fname, PyObject *obj)
     }
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
-    if (!is_array_like(obj) && !PyObject_CheckBuffer(obj)) {
+    int array_like = PyObject_CheckBuffer(obj);
+    for (int i = 0; i < 5 && !array_like && numpy_is_imported(); i++) {
+        PyObject *owner = i < N_METHODS ? (PyObject *)Py_TYPE(obj) : obj;
+        array_like = PyObject_HasAttrString(owner, PROTOCOLS[i]);  /* an error path: slow is fine */
+    }
+    if (!array_like) {
         PyErr_Restore(type, value, traceback);
         return;
     }

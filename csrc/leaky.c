@@ -192,7 +192,7 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
         }
         return unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
     }
-    if (!is_sequence(z) && is_array_like(z)) {  /* pandas, xarray, Dask: leaky.ufunc */
+    if (!is_sequence(z) && is_array_like(st, z)) {  /* pandas, xarray, Dask: leaky.ufunc */
         return unary_via_ufunc(st, op, z, alpha_obj, out_obj);
     }
     if (reject_out_for(sig->name, out_obj, z) < 0) {
@@ -290,8 +290,8 @@ leaky_relu_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, P
     }
     int grad_is_seq = is_sequence(grad), z_is_seq = is_sequence(z);
     /* pandas, xarray, Dask, masked arrays on either side: leaky.ufunc (array_route.c) */
-    if ((!grad_is_seq && !is_exact_number(grad) && is_array_like(grad)) ||
-        (!z_is_seq && !is_exact_number(z) && is_array_like(z))) {
+    if ((!grad_is_seq && !is_exact_number(grad) && is_array_like(st, grad)) ||
+        (!z_is_seq && !is_exact_number(z) && is_array_like(st, z))) {
         return backward_via_ufunc(st, grad, z, alpha_obj, out_obj);
     }
     if (grad_is_buffer || z_is_buffer || grad_is_seq != z_is_seq) {
@@ -630,6 +630,7 @@ leaky_clear(PyObject *module)
     Py_CLEAR(st->str_out);
     Py_CLEAR(st->str_threads);
     Py_CLEAR(st->str_grad_output);
+    clear_array_route(st);
     return 0;
 }
 

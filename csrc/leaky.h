@@ -664,6 +664,7 @@ typedef struct {
     PyObject *str_out;
     PyObject *str_threads;
     PyObject *str_grad_output;
+    PyObject *str_array_protocols[5];  /* array_route.c: __array_ufunc__ and the rest */
 } LeakyState;
 
 enum { NUMPY_API_UNTRIED, NUMPY_API_LOADING, NUMPY_API_READY, NUMPY_API_UNUSABLE };
@@ -814,9 +815,10 @@ PyObject *result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const P
 /* leaky.ufunc's capsule and the route to it (array_route.c)          */
 /* ------------------------------------------------------------------ */
 
-int add_ufunc_api(PyObject *module, LeakyState *st);
+int add_ufunc_api(PyObject *module, LeakyState *st);  /* also interns the protocol names */
+void clear_array_route(LeakyState *st);
 int is_ndarray_subclass(PyObject *obj);
-int is_array_like(PyObject *obj);
+int is_array_like(LeakyState *st, PyObject *obj);
 PyObject *unary_via_ufunc(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj,
                           PyObject *out_obj);
 PyObject *backward_via_ufunc(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj,

@@ -93,6 +93,37 @@ loop_of(const LoopSpec *spec)
     }
 }
 
+/* How many slopes from p on, at most n, have p's bits (so give the same context). */
+static npy_intp
+equal_run32(const char *p, npy_intp step, npy_intp n)
+{
+    uint32_t first, next;
+    memcpy(&first, p, sizeof first);
+    npy_intp run = 1;
+    for (; run < n; run++) {
+        memcpy(&next, p + run * step, sizeof next);
+        if (next != first) {
+            break;
+        }
+    }
+    return run;
+}
+
+static npy_intp
+equal_run64(const char *p, npy_intp step, npy_intp n)
+{
+    uint64_t first, next;
+    memcpy(&first, p, sizeof first);
+    npy_intp run = 1;
+    for (; run < n; run++) {
+        memcpy(&next, p + run * step, sizeof next);
+        if (next != first) {
+            break;
+        }
+    }
+    return run;
+}
+
 /*
  * The one inner loop of every type loop: args are the inputs (z, slope; or
  * grad_output, z, slope) and the output, NumPy's order.  leaky's loops take
@@ -117,8 +148,9 @@ leaky_inner_loop(char **args, const npy_intp *dimensions, const npy_intp *steps,
     ptrs[nops - 1] = args[slope + 1];
     loop_steps[nops - 1] = steps[slope + 1];
     InnerLoop loop = loop_of(spec);
-    fexcept_t flags;
-    fegetexceptflag(&flags, FE_ALL_EXCEPT);
+    /* two reads of the status words; restoring the whole FP environment
+       (fesetexceptflag) cost more than a small array's whole loop */
+    const int raised_before = fetestexcept(FE_ALL_EXCEPT);
     if (steps[slope] == 0) {
         LoopContext ctx = context_at(args[slope], spec->slope_is_f32);
         ctx.grad_kind = spec->kind;
@@ -126,20 +158,33 @@ leaky_inner_loop(char **args, const npy_intp *dimensions, const npy_intp *steps,
         api->run_1d(api->state, loop, nops, ptrs, loop_steps, n, &ctx);
     }
     else {
-        /* a slope per element: the same loop, one element and one context at a time */
+        /*
+         * A slope that moves.  NumPy's iterator often hands a broadcast slope
+         * over this way, copied into a buffer (alpha of (C, 1, 1) becomes runs
+         * of H * W equal values), so the loop runs once per run of equal
+         * slopes; a slope per element is a run of one.
+         */
         const char *slope_at = args[slope];
-        for (npy_intp i = 0; i < n; i++) {
+        const npy_intp slope_step = steps[slope];
+        npy_intp done = 0;
+        while (done < n) {
+            npy_intp run = spec->slope_is_f32 ? equal_run32(slope_at, slope_step, n - done)
+                                              : equal_run64(slope_at, slope_step, n - done);
             LoopContext ctx = context_at(slope_at, spec->slope_is_f32);
             ctx.grad_kind = spec->kind;
             ctx.z_kind = spec->op == UF_BACKWARD ? spec->z_kind : spec->kind;
-            loop(ptrs, loop_steps, 1, &ctx);
+            api->run_1d(api->state, loop, nops, ptrs, loop_steps, run, &ctx);
             for (int k = 0; k < nops; k++) {
-                ptrs[k] += loop_steps[k];
+                ptrs[k] += run * loop_steps[k];
             }
-            slope_at += steps[slope];
+            slope_at += run * slope_step;
+            done += run;
         }
     }
-    fesetexceptflag(&flags, FE_ALL_EXCEPT);
+    const int raised = fetestexcept(FE_ALL_EXCEPT) & ~raised_before;
+    if (raised) {
+        feclearexcept(raised);
+    }
 }
 
 /* ------------------------------------------------------------------ */

@@ -418,7 +418,7 @@ def test_fast_paths_stay_fast_paths() -> None:
     assert type(leaky_relu(memoryview(b"ab"))) is memoryview
 
 
-@pytest.mark.skipif(not NUMPY_2, reason="NumPy 1.x has no ufunc .resolve_dtypes of this form")
+@pytest.mark.skipif(not NUMPY_2, reason="NumPy 1.x casts Python scalars by value: NEP 50 came with NumPy 2")
 def test_python_float_slopes_are_weak() -> None:
     # NEP 50: a Python float slope never widens float16 or float32 data
     assert lu.leaky_relu.resolve_dtypes((np.dtype("e"), float, None))[-1] == np.dtype("e")
