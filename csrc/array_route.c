@@ -101,7 +101,11 @@ add_ufunc_api(PyObject *module, LeakyState *st)
 int
 is_ndarray_subclass(PyObject *obj)
 {
-    for (PyTypeObject *base = Py_TYPE(obj)->tp_base; base != NULL; base = base->tp_base) {
+    PyTypeObject *first = Py_TYPE(obj)->tp_base;
+    if (first == &PyBaseObject_Type) {  /* exact ndarrays, array.array, memoryview, bytes */
+        return 0;
+    }
+    for (PyTypeObject *base = first; base != NULL; base = base->tp_base) {
         if (strcmp(base->tp_name, "numpy.ndarray") == 0) {
             return 1;
         }
@@ -109,19 +113,27 @@ is_ndarray_subclass(PyObject *obj)
     return 0;
 }
 
+/* The protocols NumPy's ufuncs accept: three methods, looked up on the type as
+   NumPy does, then two data protocols, often instance attributes; and the
+   name NumPy's module has in sys.modules, last. */
+static const char *const PROTOCOLS[6] = {"__array_ufunc__",     "__array_function__",
+                                         "__array__",           "__array_interface__",
+                                         "__array_struct__",    "numpy"};
+enum { N_METHODS = 3, N_PROTOCOLS = 5, NUMPY_NAME = 5 };
+
+/* Is NumPy in sys.modules?  name: "numpy" as a str, or NULL to make one. */
 static int
-numpy_is_imported(void)
+numpy_is_imported(PyObject *name)
 {
     PyObject *modules = PyImport_GetModuleDict();  /* borrowed */
-    PyObject *numpy = PyDict_GetItemString(modules, "numpy");  /* only its presence counts */
+    /* only its presence counts: nothing is read through the borrowed value */
+    PyObject *numpy = name != NULL ? PyDict_GetItemWithError(modules, name)
+                                   : PyDict_GetItemString(modules, "numpy");
+    if (numpy == NULL && PyErr_Occurred()) {
+        PyErr_Clear();
+    }
     return numpy != NULL;
 }
-
-/* The protocols NumPy's ufuncs accept: three methods, looked up on the type as
-   NumPy does, then two data protocols, often instance attributes. */
-static const char *const PROTOCOLS[5] = {"__array_ufunc__", "__array_function__", "__array__",
-                                         "__array_interface__", "__array_struct__"};
-enum { N_METHODS = 3 };
 
 /*
  * Does obj (or its type) have this attribute?  Without raising and clearing
@@ -129,12 +141,18 @@ enum { N_METHODS = 3 };
  * Decimal z (the number route) ask all five.  Errors count as "no".
  */
 static int
-has_attribute(PyObject *obj, PyObject *name)
+has_attribute(PyObject *obj, PyObject *name, int on_type)
 {
     PyObject *value = NULL;
 #if PY_VERSION_HEX >= 0x030D0000
+    (void)on_type;
     int found = PyObject_GetOptionalAttr(obj, name, &value);
 #else
+    /* before 3.13 only the generic getattr answers "no" without an exception;
+       a type's own getattr raises, so a type is asked through its MRO cache */
+    if (on_type) {
+        return _PyType_Lookup((PyTypeObject *)obj, name) != NULL;
+    }
     int found = _PyObject_LookupAttr(obj, name, &value);
 #endif
     Py_XDECREF(value);
@@ -148,7 +166,7 @@ has_attribute(PyObject *obj, PyObject *name)
 static int
 add_array_route_names(LeakyState *st)
 {
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         st->str_array_protocols[i] = PyUnicode_InternFromString(PROTOCOLS[i]);
         if (st->str_array_protocols[i] == NULL) {
             return -1;
@@ -160,7 +178,7 @@ add_array_route_names(LeakyState *st)
 void
 clear_array_route(LeakyState *st)
 {
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         Py_CLEAR(st->str_array_protocols[i]);
     }
 }
@@ -173,15 +191,15 @@ clear_array_route(LeakyState *st)
 int
 is_array_like(LeakyState *st, PyObject *obj)
 {
-    if (!numpy_is_imported()) {
+    if (!numpy_is_imported(st->str_array_protocols[NUMPY_NAME])) {
         return 0;
     }
     if (PyObject_CheckBuffer(obj)) {
         return is_ndarray_subclass(obj);
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < N_PROTOCOLS; i++) {
         PyObject *owner = i < N_METHODS ? (PyObject *)Py_TYPE(obj) : obj;
-        if (has_attribute(owner, st->str_array_protocols[i])) {
+        if (has_attribute(owner, st->str_array_protocols[i], i < N_METHODS)) {
             return 1;
         }
     }
@@ -250,7 +268,7 @@ explain_array_alpha(const char *fname, PyObject *obj)
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
     int array_like = PyObject_CheckBuffer(obj);
-    for (int i = 0; i < 5 && !array_like && numpy_is_imported(); i++) {
+    for (int i = 0; i < N_PROTOCOLS && !array_like && numpy_is_imported(NULL); i++) {
         PyObject *owner = i < N_METHODS ? (PyObject *)Py_TYPE(obj) : obj;
         array_like = PyObject_HasAttrString(owner, PROTOCOLS[i]);  /* an error path: slow is fine */
     }

@@ -664,7 +664,7 @@ typedef struct {
     PyObject *str_out;
     PyObject *str_threads;
     PyObject *str_grad_output;
-    PyObject *str_array_protocols[5];  /* array_route.c: __array_ufunc__ and the rest */
+    PyObject *str_array_protocols[6];  /* array_route.c: "numpy", "__array_ufunc__", ... */
 } LeakyState;
 
 enum { NUMPY_API_UNTRIED, NUMPY_API_LOADING, NUMPY_API_READY, NUMPY_API_UNUSABLE };

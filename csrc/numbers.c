@@ -278,8 +278,13 @@ unary_nested(LeakyState *st, UnaryOp op, PyObject *seq, int depth, Nesting *nest
 PyObject *
 unary_sequence(LeakyState *st, UnaryOp op, PyObject *seq, PyObject *alpha_obj, double alpha)
 {
-    Nesting nest = {.fname = op == OP_FORWARD ? "leaky_relu" : "leaky_relu_grad",
-                    .argname = "z", .number_depth = -1};
+    /* fields set one by one: an initializer would zero the 1 KiB of arrays
+       on every call, a third of what a 10-element list costs */
+    Nesting nest;
+    nest.fname = op == OP_FORWARD ? "leaky_relu" : "leaky_relu_grad";
+    nest.argname = "z";
+    nest.number_depth = -1;
+    nest.known = 0;
     return unary_nested(st, op, seq, 0, &nest, alpha_obj, alpha);
 }
 
@@ -357,7 +362,11 @@ PyObject *
 backward_sequence(LeakyState *st, PyObject *grad_seq, PyObject *z_seq, PyObject *alpha_obj,
                   double alpha)
 {
-    Nesting grads = {.fname = "leaky_relu_backward", .argname = "grad_output", .number_depth = -1};
-    Nesting zs = {.fname = "leaky_relu_backward", .argname = "z", .number_depth = -1};
+    Nesting grads, zs;  /* as in unary_sequence: only what is read before it is written */
+    grads.fname = zs.fname = "leaky_relu_backward";
+    grads.argname = "grad_output";
+    zs.argname = "z";
+    grads.number_depth = zs.number_depth = -1;
+    grads.known = zs.known = 0;
     return backward_nested(st, grad_seq, z_seq, 0, &grads, &zs, alpha_obj, alpha);
 }

@@ -72,9 +72,7 @@ def test_nullable_series_keeps_its_dtype_and_missing_values(
     assert type(got) is pd.Series and got.dtype == ref.dtype == pd.Float64Dtype()
     assert got.isna().equals(ref.isna()) and got.isna().sum() == 2
     present = s.notna().to_numpy()
-    assert_matches(
-        got[present].to_numpy("d"), expect(values[present], ALPHA), "d", ALPHA
-    )
+    assert_matches(got[present].to_numpy("d"), expect(values[present], ALPHA), "d", ALPHA)
 
 
 @pytest.mark.parametrize(("name", "func", "expect"), ROUTES, ids=IDS)

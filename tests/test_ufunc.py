@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -92,7 +93,7 @@ def test_import_leaky_still_does_not_import_numpy() -> None:
 
 def test_other_attributes_are_still_missing() -> None:
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        leaky.nope  # type: ignore[attr-defined]  # noqa: B018
+        leaky.nope  # noqa: B018
 
 
 def forward_and_grad_cases() -> list[tuple[str, int, list[float]]]:
@@ -108,7 +109,7 @@ def test_forward_and_grad_against_the_oracle(dtype: str, size: int, alphas: list
             (lu.leaky_relu, leaky_relu, expected_forward),
             (lu.leaky_relu_grad, leaky_relu_grad, expected_grad),
         ]:
-            got = quiet(lambda f=func: f(z, alpha))  # type: ignore[misc]
+            got = quiet(lambda f=func, a=alpha: f(z, a))
             assert type(got) is np.ndarray and got.shape == z.shape
             assert got.dtype == expected_dtype(z, alpha), (func, dtype, alpha)
             assert_matches(got, expect(loop_input(z, got), alpha), got.dtype.char, alpha)
@@ -130,10 +131,8 @@ def test_backward_against_the_oracle(grad_dtype: str, z_dtype: str, size: int) -
     g = sample(grad_dtype, (size,), seed=1)
     z = sample(z_dtype, (size,), seed=2)
     for alpha in ALPHAS:
-        got = quiet(lambda a=alpha: lu.leaky_relu_backward(g, z, a))  # type: ignore[misc]
-        want_dtype = (
-            np.dtype("d") if g.dtype.kind in "biu" else np.result_type(g, z, alpha)
-        )
+        got = quiet(lambda a=alpha: lu.leaky_relu_backward(g, z, a))
+        want_dtype = np.dtype("d") if g.dtype.kind in "biu" else np.result_type(g, z, alpha)
         assert got.dtype == want_dtype, (grad_dtype, z_dtype, alpha)
         # the loop's inputs: integer grad_output as it is, everything else in
         # the loop's type (a float z keeps its sign in any wider float)
@@ -294,9 +293,7 @@ def test_masked_arrays_keep_their_mask() -> None:
         assert np.array_equal(got.data.view("u8"), direct.data.view("u8"))
     got = leaky_relu_backward(m, data, 0.3)
     assert type(got) is np.ma.MaskedArray and np.array_equal(got.mask, mask)
-    assert_matches(
-        got.compressed(), expected_backward(data[~mask], data[~mask], 0.3), "d", 0.3
-    )
+    assert_matches(got.compressed(), expected_backward(data[~mask], data[~mask], 0.3), "d", 0.3)
 
 
 def test_masked_arrays_with_out() -> None:
@@ -400,12 +397,13 @@ def test_backward_nested_mismatches() -> None:
 )
 def test_array_alpha_points_at_the_ufunc(alpha: Any) -> None:
     z = np.zeros(3)
-    for call in [
+    calls: list[Callable[[], object]] = [
         lambda: leaky_relu(z, alpha),
         lambda: leaky_relu_grad([1.0], alpha),
         lambda: leaky_relu_backward(z, z, alpha),
         lambda: leaky_relu(np.ma.masked_array(z), alpha),
-    ]:
+    ]
+    for call in calls:
         with pytest.raises(TypeError, match=r"use leaky\.ufunc\.leaky_relu"):
             call()
 
@@ -418,7 +416,7 @@ def test_fast_paths_stay_fast_paths() -> None:
     assert type(leaky_relu(memoryview(b"ab"))) is memoryview
 
 
-@pytest.mark.skipif(not NUMPY_2, reason="NumPy 1.x casts Python scalars by value: NEP 50 came with NumPy 2")
+@pytest.mark.skipif(not NUMPY_2, reason="NumPy 1.x casts Python scalars by value (NEP 50: 2.0)")
 def test_python_float_slopes_are_weak() -> None:
     # NEP 50: a Python float slope never widens float16 or float32 data
     assert lu.leaky_relu.resolve_dtypes((np.dtype("e"), float, None))[-1] == np.dtype("e")

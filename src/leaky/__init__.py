@@ -28,7 +28,7 @@ TYPE_CHECKING = False  # what typing.TYPE_CHECKING is at run time, without impor
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from leaky import ufunc
+    from leaky import ufunc as ufunc
 
 
 def __getattr__(name: str) -> "ModuleType":
