@@ -190,8 +190,9 @@ nesting_enter(Nesting *nest, int depth, Py_ssize_t n)
     return 0;
 }
 
-/* A number (not a sequence) at depth: z[i] is at depth 1. */
-static int
+/* A number (not a sequence) at depth: z[i] is at depth 1.  Inline: it runs
+   once per element of every list. */
+static inline int
 nesting_number(Nesting *nest, int depth)
 {
     if ((nest->number_depth >= 0 && nest->number_depth != depth) || nest->known > depth) {
