@@ -737,6 +737,7 @@ typedef struct {
     PyObject *str_out;
     PyObject *str_threads;
     PyObject *str_grad_output;
+    PyObject *str_array_protocols[6];  /* array_route.c: "numpy", "__array_ufunc__", ... */
 } LeakyState;
 
 enum { NUMPY_API_UNTRIED, NUMPY_API_LOADING, NUMPY_API_READY, NUMPY_API_UNUSABLE };
@@ -882,6 +883,20 @@ PyObject *new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_k
 
 extern PyType_Spec result_buffer_spec;
 PyObject *result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape);
+
+/* ------------------------------------------------------------------ */
+/* leaky.ufunc's capsule and the route to it (array_route.c)          */
+/* ------------------------------------------------------------------ */
+
+int add_ufunc_api(PyObject *module, LeakyState *st);  /* also interns the protocol names */
+void clear_array_route(LeakyState *st);
+int is_ndarray_subclass(PyObject *obj);
+int is_array_like(LeakyState *st, PyObject *obj);
+PyObject *unary_via_ufunc(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj,
+                          PyObject *out_obj);
+PyObject *backward_via_ufunc(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj,
+                             PyObject *out_obj);
+void explain_array_alpha(const char *fname, PyObject *obj);
 
 #if defined(__GNUC__) && !defined(_WIN32)
 #pragma GCC visibility pop
