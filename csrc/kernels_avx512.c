@@ -1,6 +1,6 @@
 /*
- * kernels_avx512.c: the AVX-512 (F, BW, VL, DQ) loops for float16, float32
- * and float64, and their kernel table.  Compiled for the baseline ISA with a
+ * kernels_avx512.c: the AVX-512 (F, BW, VL, DQ) loops for float16, bfloat16,
+ * float32 and float64, and their kernel table.  Compiled for the baseline ISA with a
  * per-function target attribute; cpu_dispatch.c picks the table only on a
  * CPU (and OS) that runs it.
  */
@@ -15,12 +15,12 @@
 #endif
 
 /*
- * One kernel per lane type (leaky.h, SimdOp); float16 shares the float32
- * lanes.  Masked loads and stores handle the ragged end, and the head before
- * streaming stores reach a 64-byte line.
+ * One kernel per lane type (leaky.h, SimdOp); float16 and bfloat16 share
+ * the float32 lanes (LaneFormat).  Masked loads and stores handle the ragged
+ * end, and the head before streaming stores reach a 64-byte line.
  */
 
-/* ---- float32 lanes: float32, and float16 widened on load (exact) ---- */
+/* ---- float32 lanes: float32, and float16 or bfloat16 widened on load (exact) ---- */
 
 /* x > 0 ? a : b, lane by lane; a NaN x is not > 0, so it takes b. */
 TARGET_AVX512 static ALWAYS_INLINE __m512
@@ -43,41 +43,63 @@ apply_ps(SimdOp op, __m512 x, __m512 z, __m512 alpha)
     }
 }
 
+/* 16 16-bit floats to float32, exactly.  A bfloat16 is the top half of its
+   float32, so a positive one stays itself through widen and narrow. */
 TARGET_AVX512 static ALWAYS_INLINE __m512
-load_ps(const char *p, int half)
+widen_ps(__m256i h, LaneFormat mem)
 {
-    if (half) {
-        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+    if (mem == LANES_BF16) {
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    return _mm512_cvtph_ps(h);
+}
+
+/* float32 to float16 or bfloat16, rounded once, to nearest even.  bfloat16
+   as float_to_bf16 does it: add 0x7fff plus the lowest kept bit and keep the
+   top half; a NaN is truncated with its quiet bit set. */
+TARGET_AVX512 static ALWAYS_INLINE __m256i
+narrow_ps(__m512 v, LaneFormat mem)
+{
+    if (mem == LANES_BF16) {
+        const __m512i bits = _mm512_castps_si512(v);
+        const __m512i one = _mm512_set1_epi32(1), below_half = _mm512_set1_epi32(0x7fff);
+        const __m512i lowest_kept = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
+        __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(lowest_kept, below_half));
+        const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+        rounded = _mm512_mask_or_epi32(rounded, nan, bits, _mm512_set1_epi32(0x00400000));
+        return _mm512_cvtepi32_epi16(_mm512_srli_epi32(rounded, 16));
+    }
+    return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+TARGET_AVX512 static ALWAYS_INLINE __m512
+load_ps(const char *p, LaneFormat mem)
+{
+    if (mem != LANES_F32) {
+        return widen_ps(_mm256_loadu_si256((const __m256i *)(const void *)p), mem);
     }
     return _mm512_loadu_ps((const void *)p);
 }
 
 /* The lanes in mask; the others read as 0 and touch no memory. */
 TARGET_AVX512 static ALWAYS_INLINE __m512
-load_some_ps(const char *p, uint64_t mask, int half)
+load_some_ps(const char *p, uint64_t mask, LaneFormat mem)
 {
-    if (half) {
-        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((__mmask16)mask, (const void *)p));
+    if (mem != LANES_F32) {
+        return widen_ps(_mm256_maskz_loadu_epi16((__mmask16)mask, (const void *)p), mem);
     }
     return _mm512_maskz_loadu_ps((__mmask16)mask, (const void *)p);
 }
 
-/* float16 results are rounded once, to nearest even. */
-TARGET_AVX512 static ALWAYS_INLINE __m256i
-narrow_ps(__m512 v)
-{
-    return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-}
-
 /* stream: a non-temporal store, to a 64-byte aligned p. */
 TARGET_AVX512 static ALWAYS_INLINE void
-store_ps(char *p, __m512 v, int half, int stream)
+store_ps(char *p, __m512 v, LaneFormat mem, int stream)
 {
-    if (half && stream) {
-        _mm256_stream_si256((__m256i *)(void *)p, narrow_ps(v));
+    if (mem != LANES_F32 && stream) {
+        _mm256_stream_si256((__m256i *)(void *)p, narrow_ps(v, mem));
     }
-    else if (half) {
-        _mm256_storeu_si256((__m256i *)(void *)p, narrow_ps(v));
+    else if (mem != LANES_F32) {
+        _mm256_storeu_si256((__m256i *)(void *)p, narrow_ps(v, mem));
     }
     else if (stream) {
         _mm512_stream_ps((void *)p, v);
@@ -88,23 +110,23 @@ store_ps(char *p, __m512 v, int half, int stream)
 }
 
 TARGET_AVX512 static ALWAYS_INLINE void
-store_some_ps(char *p, uint64_t mask, __m512 v, int half)
+store_some_ps(char *p, uint64_t mask, __m512 v, LaneFormat mem)
 {
-    if (half) {
-        _mm256_mask_storeu_epi16((void *)p, (__mmask16)mask, narrow_ps(v));
+    if (mem != LANES_F32) {
+        _mm256_mask_storeu_epi16((void *)p, (__mmask16)mask, narrow_ps(v, mem));
     }
     else {
         _mm512_mask_storeu_ps((void *)p, (__mmask16)mask, v);
     }
 }
 
-/* One unit-stride run of float32 (or float16) elements; anything else goes
-   to the portable loop, which computes the same bits. */
+/* One unit-stride run of float32 (or float16, or bfloat16) elements;
+   anything else goes to the portable loop, which computes the same bits. */
 TARGET_AVX512 static ALWAYS_INLINE void
-kernel_ps(SimdOp op, int half, InnerLoop whole, InnerLoop portable, char *const *ptrs,
+kernel_ps(SimdOp op, LaneFormat mem, InnerLoop whole, InnerLoop portable, char *const *ptrs,
           const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    const Py_ssize_t size = half ? 2 : 4;  /* bytes per element in memory */
+    const Py_ssize_t size = mem == LANES_F32 ? 4 : 2;  /* bytes per element in memory */
     const int binary = op == SIMD_BACKWARD;
     if (op != SIMD_GRAD && slope_is_nan(ctx)) {
         whole(ptrs, steps, n, ctx);  /* the portable loop applies the NaN rule (leaky.h) */
@@ -122,28 +144,28 @@ kernel_ps(SimdOp op, int half, InnerLoop whole, InnerLoop portable, char *const 
     if (head >= 0) {
         if (head > 0) {
             uint64_t mask = (1ull << head) - 1;
-            __m512 xv = load_some_ps(x, mask, half);
-            __m512 zv = binary ? load_some_ps(z, mask, half) : xv;
-            store_some_ps(out, mask, apply_ps(op, xv, zv, alpha), half);
+            __m512 xv = load_some_ps(x, mask, mem);
+            __m512 zv = binary ? load_some_ps(z, mask, mem) : xv;
+            store_some_ps(out, mask, apply_ps(op, xv, zv, alpha), mem);
             i = head;
         }
         for (; i + 16 <= n; i += 16) {
-            __m512 xv = load_ps(x + i * size, half);
-            __m512 zv = binary ? load_ps(z + i * size, half) : xv;
-            store_ps(out + i * size, apply_ps(op, xv, zv, alpha), half, 1);
+            __m512 xv = load_ps(x + i * size, mem);
+            __m512 zv = binary ? load_ps(z + i * size, mem) : xv;
+            store_ps(out + i * size, apply_ps(op, xv, zv, alpha), mem, 1);
         }
         _mm_sfence();
     }
     for (; i + 16 <= n; i += 16) {
-        __m512 xv = load_ps(x + i * size, half);
-        __m512 zv = binary ? load_ps(z + i * size, half) : xv;
-        store_ps(out + i * size, apply_ps(op, xv, zv, alpha), half, 0);
+        __m512 xv = load_ps(x + i * size, mem);
+        __m512 zv = binary ? load_ps(z + i * size, mem) : xv;
+        store_ps(out + i * size, apply_ps(op, xv, zv, alpha), mem, 0);
     }
     if (i < n) {
         uint64_t mask = (1ull << (n - i)) - 1;
-        __m512 xv = load_some_ps(x + i * size, mask, half);
-        __m512 zv = binary ? load_some_ps(z + i * size, mask, half) : xv;
-        store_some_ps(out + i * size, mask, apply_ps(op, xv, zv, alpha), half);
+        __m512 xv = load_some_ps(x + i * size, mask, mem);
+        __m512 zv = binary ? load_some_ps(z + i * size, mask, mem) : xv;
+        store_some_ps(out + i * size, mask, apply_ps(op, xv, zv, alpha), mem);
     }
 }
 
@@ -219,37 +241,39 @@ kernel_pd(SimdOp op, InnerLoop whole, InnerLoop portable, char *const *ptrs,
 TARGET_AVX512 static void
 avx512_forward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_FORWARD, 0, forward_loop_f32, forward_ordinary_f32, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_FORWARD, LANES_F32, forward_loop_f32, forward_ordinary_f32, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_grad_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_GRAD, 0, grad_loop_f32, grad_loop_f32, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_GRAD, LANES_F32, grad_loop_f32, grad_loop_f32, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_backward_f32(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_BACKWARD, 0, backward_loop_f32, backward_ordinary_f32, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_BACKWARD, LANES_F32, backward_loop_f32, backward_ordinary_f32, ptrs, steps, n,
+              ctx);
 }
 
 TARGET_AVX512 static void
 avx512_forward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_FORWARD, 1, forward_loop_f16, forward_ordinary_f16, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_FORWARD, LANES_F16, forward_loop_f16, forward_ordinary_f16, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_grad_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_GRAD, 1, grad_loop_f16, grad_loop_f16, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_GRAD, LANES_F16, grad_loop_f16, grad_loop_f16, ptrs, steps, n, ctx);
 }
 
 TARGET_AVX512 static void
 avx512_backward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
 {
-    kernel_ps(SIMD_BACKWARD, 1, backward_loop_f16, backward_ordinary_f16, ptrs, steps, n, ctx);
+    kernel_ps(SIMD_BACKWARD, LANES_F16, backward_loop_f16, backward_ordinary_f16, ptrs, steps, n,
+              ctx);
 }
 
 TARGET_AVX512 static void
@@ -270,10 +294,25 @@ avx512_backward_f64(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, co
     kernel_pd(SIMD_BACKWARD, backward_loop_f64, backward_ordinary_f64, ptrs, steps, n, ctx);
 }
 
-/* bfloat16 runs on the portable loops until it has SIMD kernels here. */
-#define avx512_forward_bf16 forward_loop_bf16
-#define avx512_grad_bf16 grad_loop_bf16
-#define avx512_backward_bf16 backward_loop_bf16
+TARGET_AVX512 static void
+avx512_forward_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_FORWARD, LANES_BF16, forward_loop_bf16, forward_ordinary_bf16, ptrs, steps, n,
+              ctx);
+}
+
+TARGET_AVX512 static void
+avx512_grad_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_GRAD, LANES_BF16, grad_loop_bf16, grad_loop_bf16, ptrs, steps, n, ctx);
+}
+
+TARGET_AVX512 static void
+avx512_backward_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_ps(SIMD_BACKWARD, LANES_BF16, backward_loop_bf16, backward_ordinary_bf16, ptrs, steps, n,
+              ctx);
+}
 
 SIMD_TABLE(AVX512_KERNELS, avx512)
 #endif /* LEAKY_X86_64 */
