@@ -461,15 +461,6 @@ int supported_kernels(const KernelTable **tables);
  */
 typedef enum { SIMD_FORWARD, SIMD_GRAD, SIMD_BACKWARD } SimdOp;
 
-/*
- * How a kernel's float32 lanes sit in memory: as float32, or as float16 or
- * bfloat16, widened on load (exactly) and rounded once, to nearest even, on
- * store.  bfloat16 is narrowed by integer arithmetic, float_to_bf16's
- * (AVX512_BF16's VCVTNEPS2BF16 would be one instruction, but it flushes
- * float32 subnormals to zero, where PyTorch rounds them; docs/performance.md).
- */
-typedef enum { LANES_F32, LANES_F16, LANES_BF16 } LaneFormat;
-
 #if defined(_MSC_VER) && !defined(__clang__)
 #define ALWAYS_INLINE __forceinline
 #else
