@@ -149,7 +149,9 @@ round_bf16(__m256 v)
     return _mm256_srli_epi32(_mm256_add_epi32(bits, bias), 16);
 }
 
-/* The operation on 16 elements, from their bits to the result's bits. */
+/* The operation on 16 elements, from their bits to the result's bits.  Every
+   z > 0 is a test of bits, as in the portable loops (so the paths agree even
+   if a float compare would treat subnormals as zero, under DAZ). */
 TARGET_AVX2 static ALWAYS_INLINE __m256i
 apply_bf16(SimdOp op, __m256i x, __m256i z, __m256 alpha, __m256i alpha_bf16)
 {
@@ -164,12 +166,16 @@ apply_bf16(SimdOp op, __m256i x, __m256i z, __m256 alpha, __m256i alpha_bf16)
                                              round_bf16(_mm256_mul_ps(high, alpha)));
         return _mm256_blendv_epi8(scaled, x, positive_bf16(x));
     }
-    /* backward: the factor, 1 or alpha, in float32 lanes unpacked as x's */
+    /* backward: the factor, 1 or alpha, chosen on z's bits, with the 16-bit
+       lane masks unpacked as x was into float32 lane masks */
     const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 z_low = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, z));
-    __m256 z_high = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, z));
-    return _mm256_packus_epi32(round_bf16(_mm256_mul_ps(low, select_ps(z_low, one, alpha))),
-                               round_bf16(_mm256_mul_ps(high, select_ps(z_high, one, alpha))));
+    const __m256i positive = positive_bf16(z);
+    __m256 low_factor = _mm256_blendv_ps(
+        alpha, one, _mm256_castsi256_ps(_mm256_unpacklo_epi16(positive, positive)));
+    __m256 high_factor = _mm256_blendv_ps(
+        alpha, one, _mm256_castsi256_ps(_mm256_unpackhi_epi16(positive, positive)));
+    return _mm256_packus_epi32(round_bf16(_mm256_mul_ps(low, low_factor)),
+                               round_bf16(_mm256_mul_ps(high, high_factor)));
 }
 
 TARGET_AVX2 static ALWAYS_INLINE __m256i

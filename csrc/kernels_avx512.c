@@ -202,27 +202,42 @@ pack_bf16(__m512i a, __m512i b)
     return _mm512_permutex2var_epi16(a, odd_words, b);
 }
 
-/* The operation on 32 elements, from their bits to the result's bits. */
+/* The slope, every way the bfloat16 kernel uses it. */
+typedef struct {
+    __m512 alpha;           /* float32(alpha) */
+    __m512i alpha_bf16;     /* bfloat16(float32(alpha)), grad's result, in 16-bit lanes */
+    __m512i alpha_low;      /* float32(alpha)'s low and high 16 bits, in 16-bit lanes */
+    __m512i alpha_high;
+} SlopeBf16;
+
+/* The operation on 32 elements, from their bits to the result's bits.  Every
+   z > 0 is a test of bits, as in the portable loops (so the paths agree even
+   if a float compare would treat subnormals as zero, under DAZ). */
 TARGET_AVX512 static ALWAYS_INLINE __m512i
-apply_bf16(SimdOp op, __m512i x, __m512i z, __m512 alpha, __m512i alpha_bf16)
+apply_bf16(SimdOp op, __m512i x, __m512i z, const SlopeBf16 *slope)
 {
     const __m512i zero = _mm512_setzero_si512();
     if (op == SIMD_GRAD) {  /* a select on bits: nothing to round */
-        return _mm512_mask_blend_epi16(positive_bf16(x), alpha_bf16, _mm512_set1_epi16(0x3f80));
+        return _mm512_mask_blend_epi16(positive_bf16(x), slope->alpha_bf16,
+                                       _mm512_set1_epi16(0x3f80));
     }
     __m512 low = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, x));
     __m512 high = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, x));
     if (op == SIMD_FORWARD) {
-        __m512i scaled = pack_bf16(round_bf16(_mm512_mul_ps(low, alpha)),
-                                   round_bf16(_mm512_mul_ps(high, alpha)));
+        __m512i scaled = pack_bf16(round_bf16(_mm512_mul_ps(low, slope->alpha)),
+                                   round_bf16(_mm512_mul_ps(high, slope->alpha)));
         return _mm512_mask_blend_epi16(positive_bf16(x), scaled, x);
     }
-    /* backward: the factor, 1 or alpha, in float32 lanes unpacked as x's */
-    const __m512 one = _mm512_set1_ps(1.0f);
-    __m512 z_low = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, z));
-    __m512 z_high = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, z));
-    return pack_bf16(round_bf16(_mm512_mul_ps(low, select_ps(z_low, one, alpha))),
-                     round_bf16(_mm512_mul_ps(high, select_ps(z_high, one, alpha))));
+    /* backward: the factor, 1.0f or float32(alpha), chosen per 16-bit lane
+       and put together from its halves by the unpack that widened x */
+    const __mmask32 positive = positive_bf16(z);
+    __m512i factor_low = _mm512_mask_blend_epi16(positive, slope->alpha_low, zero);
+    __m512i factor_high =
+        _mm512_mask_blend_epi16(positive, slope->alpha_high, _mm512_set1_epi16(0x3f80));
+    __m512 low_factor = _mm512_castsi512_ps(_mm512_unpacklo_epi16(factor_low, factor_high));
+    __m512 high_factor = _mm512_castsi512_ps(_mm512_unpackhi_epi16(factor_low, factor_high));
+    return pack_bf16(round_bf16(_mm512_mul_ps(low, low_factor)),
+                     round_bf16(_mm512_mul_ps(high, high_factor)));
 }
 
 /* One unit-stride run of bfloat16 elements; anything else goes to the
@@ -240,8 +255,13 @@ kernel_bf16(SimdOp op, InnerLoop whole, InnerLoop portable, char *const *ptrs,
         portable(ptrs, steps, n, ctx);
         return;
     }
-    const __m512 alpha = _mm512_set1_ps(ctx->alpha32);
-    const __m512i alpha_bf16 = _mm512_set1_epi16((short)ctx->alpha_bf16);
+    const uint32_t alpha_bits = bits_from_f32(ctx->alpha32);
+    const SlopeBf16 slope = {
+        .alpha = _mm512_set1_ps(ctx->alpha32),
+        .alpha_bf16 = _mm512_set1_epi16((short)ctx->alpha_bf16),
+        .alpha_low = _mm512_set1_epi16((short)(alpha_bits & 0xffffu)),
+        .alpha_high = _mm512_set1_epi16((short)(alpha_bits >> 16)),
+    };
     const char *x = ptrs[0], *z = ptrs[1];  /* z: backward's second input */
     char *out = ptrs[binary ? 2 : 1];
     Py_ssize_t i = 0;
@@ -251,27 +271,27 @@ kernel_bf16(SimdOp op, InnerLoop whole, InnerLoop portable, char *const *ptrs,
             __mmask32 mask = (__mmask32)((1ull << head) - 1);
             __m512i xv = _mm512_maskz_loadu_epi16(mask, (const void *)x);
             __m512i zv = binary ? _mm512_maskz_loadu_epi16(mask, (const void *)z) : xv;
-            _mm512_mask_storeu_epi16((void *)out, mask, apply_bf16(op, xv, zv, alpha, alpha_bf16));
+            _mm512_mask_storeu_epi16((void *)out, mask, apply_bf16(op, xv, zv, &slope));
             i = head;
         }
         for (; i + 32 <= n; i += 32) {
             __m512i xv = _mm512_loadu_si512((const void *)(x + i * 2));
             __m512i zv = binary ? _mm512_loadu_si512((const void *)(z + i * 2)) : xv;
-            _mm512_stream_si512((void *)(out + i * 2), apply_bf16(op, xv, zv, alpha, alpha_bf16));
+            _mm512_stream_si512((void *)(out + i * 2), apply_bf16(op, xv, zv, &slope));
         }
         _mm_sfence();
     }
     for (; i + 32 <= n; i += 32) {
         __m512i xv = _mm512_loadu_si512((const void *)(x + i * 2));
         __m512i zv = binary ? _mm512_loadu_si512((const void *)(z + i * 2)) : xv;
-        _mm512_storeu_si512((void *)(out + i * 2), apply_bf16(op, xv, zv, alpha, alpha_bf16));
+        _mm512_storeu_si512((void *)(out + i * 2), apply_bf16(op, xv, zv, &slope));
     }
     if (i < n) {
         __mmask32 mask = (__mmask32)((1ull << (n - i)) - 1);
         __m512i xv = _mm512_maskz_loadu_epi16(mask, (const void *)(x + i * 2));
         __m512i zv = binary ? _mm512_maskz_loadu_epi16(mask, (const void *)(z + i * 2)) : xv;
         _mm512_mask_storeu_epi16((void *)(out + i * 2), mask,
-                                 apply_bf16(op, xv, zv, alpha, alpha_bf16));
+                                 apply_bf16(op, xv, zv, &slope));
     }
 }
 

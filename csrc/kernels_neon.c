@@ -230,6 +230,17 @@ neon_backward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, cons
  * is the optional FEAT_BF16).  The portable loop takes strided runs and the
  * ragged end.
  */
+
+/* bf16_is_positive on 8 lanes: 0x0001..0x7f80 as int16.  z > 0 is a test
+   of bits, as in the portable loops, so the paths agree even under FPCR.FZ,
+   where a float compare would see subnormals as zero. */
+static ALWAYS_INLINE uint16x8_t
+positive_bf16(uint16x8_t h)
+{
+    int16x8_t s = vreinterpretq_s16_u16(h);
+    return vandq_u16(vcgtq_s16(s, vdupq_n_s16(0)), vcleq_s16(s, vdupq_n_s16(0x7f80)));
+}
+
 static ALWAYS_INLINE float32x4_t
 bf16_low(uint16x8_t h)
 {
@@ -269,16 +280,33 @@ kernel_bf16(SimdOp op, InnerLoop whole, InnerLoop portable, char *const *ptrs,
         portable(ptrs, steps, n, ctx);
         return;
     }
-    const float32x4_t alpha = vdupq_n_f32(ctx->alpha32);
+    const float32x4_t alpha = vdupq_n_f32(ctx->alpha32), one = vdupq_n_f32(1.0f);
+    const uint16x8_t alpha_bf16 = vdupq_n_u16(ctx->alpha_bf16), one_bf16 = vdupq_n_u16(0x3f80);
     const uint8_t *x = (const uint8_t *)ptrs[0], *z = (const uint8_t *)ptrs[1];
     uint8_t *out = (uint8_t *)ptrs[binary ? 2 : 1];
     Py_ssize_t i = 0;
     for (; i + 8 <= n; i += 8) {
         uint16x8_t xh = vreinterpretq_u16_u8(vld1q_u8(x + i * 2));
-        uint16x8_t zh = binary ? vreinterpretq_u16_u8(vld1q_u8(z + i * 2)) : xh;
-        float32x4_t lo = apply_f32(op, bf16_low(xh), bf16_low(zh), alpha);
-        float32x4_t hi = apply_f32(op, bf16_high(xh), bf16_high(zh), alpha);
-        vst1q_u8(out + i * 2, vreinterpretq_u8_u16(vcombine_u16(narrow_bf16(lo), narrow_bf16(hi))));
+        uint16x8_t r;
+        if (op == SIMD_GRAD) {  /* a select on bits: nothing to round */
+            r = vbslq_u16(positive_bf16(xh), one_bf16, alpha_bf16);
+        }
+        else if (op == SIMD_FORWARD) {
+            uint16x8_t scaled = vcombine_u16(narrow_bf16(vmulq_f32(bf16_low(xh), alpha)),
+                                             narrow_bf16(vmulq_f32(bf16_high(xh), alpha)));
+            r = vbslq_u16(positive_bf16(xh), xh, scaled);
+        }
+        else {  /* the 16-bit lane masks widened to 32 bits: all ones stay all ones */
+            uint16x8_t positive = positive_bf16(vreinterpretq_u16_u8(vld1q_u8(z + i * 2)));
+            int16x8_t mask = vreinterpretq_s16_u16(positive);
+            float32x4_t low_factor =
+                vbslq_f32(vreinterpretq_u32_s32(vmovl_s16(vget_low_s16(mask))), one, alpha);
+            float32x4_t high_factor =
+                vbslq_f32(vreinterpretq_u32_s32(vmovl_high_s16(mask)), one, alpha);
+            r = vcombine_u16(narrow_bf16(vmulq_f32(bf16_low(xh), low_factor)),
+                             narrow_bf16(vmulq_f32(bf16_high(xh), high_factor)));
+        }
+        vst1q_u8(out + i * 2, vreinterpretq_u8_u16(r));
     }
     portable_part(portable, binary, ptrs, steps, i, n - i, 2, ctx);
 }
