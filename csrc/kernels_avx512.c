@@ -196,10 +196,12 @@ round_bf16(__m512 v)
 TARGET_AVX512 static ALWAYS_INLINE __m512i
 pack_bf16(__m512i a, __m512i b)
 {
-    const __m512i odd_words = _mm512_set_epi16(
-        63, 61, 59, 57, 31, 29, 27, 25, 55, 53, 51, 49, 23, 21, 19, 17,
-        47, 45, 43, 41, 15, 13, 11, 9, 39, 37, 35, 33, 7, 5, 3, 1);
-    return _mm512_permutex2var_epi16(a, odd_words, b);
+    /* element k = 8c + p (128-bit block c): for p < 4 the top word of a's
+       32-bit lane 4c + p, else of b's lane 4c + p - 4 (b's words from 32) */
+    static const uint16_t top_words[32] = {
+        1, 3, 5, 7, 33, 35, 37, 39, 9, 11, 13, 15, 41, 43, 45, 47,
+        17, 19, 21, 23, 49, 51, 53, 55, 25, 27, 29, 31, 57, 59, 61, 63};
+    return _mm512_permutex2var_epi16(a, _mm512_loadu_si512((const void *)top_words), b);
 }
 
 /* The slope, every way the bfloat16 kernel uses it. */
