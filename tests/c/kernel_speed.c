@@ -4,7 +4,7 @@
  * 10^5 and 10^7 elements: the measurement behind the bfloat16 speed target
  * (at most 2x float32 per element).  Inputs are finite values of both signs,
  * output a separate buffer, no streaming stores.  Each figure is the best of
- * several timed batches, so a busy machine inflates it less.
+ * 30 short timed batches, so a busy machine inflates it less.
  *
  *   gcc -O3 -flto -std=c11 -Icsrc -I<Python's include> tests/c/kernel_speed.c \
  *       csrc/loops_portable.c csrc/kernels_avx2.c csrc/kernels_avx512.c \
@@ -47,7 +47,8 @@ loop_of(const KernelTable *table, SimdOp op, ElemKind kind)
     }
 }
 
-/* Best nanoseconds per element over `batches` batches of ~2e7 elements each. */
+/* Best nanoseconds per element over 30 batches of ~2e6 elements (or one call):
+   short batches, so that some run without being preempted on a busy machine. */
 static double
 time_loop(InnerLoop loop, SimdOp op, Py_ssize_t size, Py_ssize_t n, char *in1, char *in2,
           char *out, const LoopContext *ctx)
@@ -55,9 +56,9 @@ time_loop(InnerLoop loop, SimdOp op, Py_ssize_t size, Py_ssize_t n, char *in1, c
     const Py_ssize_t steps[3] = {size, size, size};
     char *ptrs2[2] = {in1, out}, *ptrs3[3] = {in1, in2, out};
     char *const *ptrs = op == SIMD_BACKWARD ? ptrs3 : ptrs2;
-    long calls = (long)(20000000 / n) + 1;
+    long calls = (long)(2000000 / n) + 1;
     double best = 1e30;
-    for (int batch = 0; batch < 7; batch++) {
+    for (int batch = 0; batch < 30; batch++) {
         double start = now();
         for (long c = 0; c < calls; c++) {
             loop(ptrs, steps, n, ctx);
