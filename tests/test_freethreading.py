@@ -78,3 +78,52 @@ def test_sixteen_threads_every_path_against_the_oracle() -> None:
         assert figures["forks"] > 0
     # two fresh interpreters, 16 threads each making a first NumPy call and an out= one
     assert figures["first_call_race_calls"] == 2 * 16 * 2
+
+
+def test_a_first_array_array_result_raced_by_another_stays_an_array_array() -> None:
+    # leaky._containers learns array.array's type on the first array.array
+    # result.  A thread that looked before another thread learned it, and
+    # tested again after, took the type as already known and returned None,
+    # so its caller got a memoryview (found by freethreading_stress.py on
+    # 3.13t).  Here the window is held open on any build: the first thread
+    # waits inside new_result (on a stand-in for NumPy's module, which
+    # new_result consults in between) until a second thread has made the
+    # process's first array.array result.
+    code = textwrap.dedent("""
+        import array, sys, threading, types
+        from leaky import leaky_relu
+        import leaky._containers as containers
+
+        assert "numpy" not in sys.modules and containers._array_type == ()
+        inside, second_done = threading.Event(), threading.Event()
+        held = []
+
+        class NotNumpy(types.ModuleType):
+            ndarray = generic = type("NotAnArray", (), {})
+
+            def __getattribute__(self, name):
+                if name == "ndarray" and not held:
+                    held.append(threading.current_thread().name)
+                    inside.set()
+                    assert second_done.wait(30), "the second thread never finished"
+                return super().__getattribute__(name)
+
+        sys.modules["numpy"] = NotNumpy("numpy")
+        results = {}
+
+        def call(name):
+            results[name] = leaky_relu(array.array("d", [-2.0, 3.0]), 0.5)
+
+        first = threading.Thread(target=call, args=("first",), name="first")
+        first.start()
+        assert inside.wait(30)
+        call("second")
+        second_done.set()
+        first.join()
+        del sys.modules["numpy"]
+        print(held[0], {k: (type(v).__name__, list(v)) for k, v in sorted(results.items())})
+    """)
+    done = run_python("-c", code, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = {"first": ("array", [-1.0, 3.0]), "second": ("array", [-1.0, 3.0])}
+    assert done.stdout.strip() == f"first {expected}"
