@@ -65,6 +65,7 @@ if [ ! -f "$prefix/.complete" ]; then
     "$python" -c 'import sys, ssl, zlib, ctypes, bz2, lzma, sqlite3, uuid
 assert not sys._is_gil_enabled(), "the GIL is on"'
     touch "$prefix/.complete"
+    rm -rf "$build"  # only the installed prefix is kept
     echo "freethreaded: built in $((SECONDS - start)) s (load $(cut -d' ' -f1-3 /proc/loadavg))"
 fi
 flock -u 8  # the interpreter is built; what follows is this clone's own
