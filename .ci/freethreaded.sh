@@ -34,10 +34,11 @@ flock 8
 if [ ! -f "$prefix/.complete" ]; then
     echo "freethreaded: building CPython 3.13t ($version) into $prefix"
     if [ "${CI:-}" = true ]; then
-        # What pip and the suite need: ssl (pip), zlib (wheels), ctypes,
+        # make and patch for the build (dpkg-dev brings both, but say so);
+        # what pip and the suite need: ssl (pip), zlib (wheels), ctypes,
         # the compression modules, sqlite3, uuid; pkg-config finds them.
         apt-get update -qq
-        apt-get install -y -qq pkg-config libssl-dev zlib1g-dev libffi-dev \
+        apt-get install -y -qq make patch pkg-config libssl-dev zlib1g-dev libffi-dev \
             libbz2-dev liblzma-dev libsqlite3-dev uuid-dev >/dev/null
     fi
     rm -rf "$prefix"
