@@ -49,7 +49,11 @@ def new_result(source: object, fmt: str, shape: tuple[int, ...]) -> "NewResult":
     ``None`` means "no special container": the caller returns a memoryview.
     """
     global _array_type, _scalar_of_0d
-    if isinstance(source, _array_type):
+    # Read once: another thread may set _array_type while this call is in
+    # the NumPy tests below, and the test at the end must see what this
+    # isinstance() saw, or an array.array source would get no container.
+    array_type = _array_type
+    if isinstance(source, array_type):
         unit = _array_unit.get(fmt)
         if unit is None:
             if fmt not in ("f", "d"):
@@ -66,7 +70,7 @@ def new_result(source: object, fmt: str, shape: tuple[int, ...]) -> "NewResult":
 
                 _scalar_of_0d = operator.itemgetter(())
             return numpy.empty((), dtype=fmt), _scalar_of_0d
-    if not _array_type:
+    if not array_type:
         array = sys.modules.get("array")
         if array is not None:
             _array_type = array.array
