@@ -155,7 +155,7 @@ reject_out_for(const char *fname, PyObject *out_obj, PyObject *z)
         return 0;
     }
     PyErr_Format(PyExc_TypeError,
-                 "%s() argument 'out' is only supported for buffer inputs, not %.200s",
+                 "%s() argument 'out' is only supported for buffer and tensor inputs, not %.200s",
                  fname, Py_TYPE(z)->tp_name);
     return -1;
 }
@@ -184,8 +184,9 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
         }
         return unary_number(st, op, z, alpha_obj, alpha);
     }
-    if (PyObject_CheckBuffer(z)) {
-        return unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
+    int route = buffer_or_tensor(st, z);  /* buffers, then DLPack tensors (dlpack.c) */
+    if (route != 0) {
+        return route < 0 ? NULL : unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
     }
     if (reject_out_for(sig->name, out_obj, z) < 0) {
         return NULL;
@@ -273,15 +274,18 @@ leaky_relu_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, P
         parse_threads(fname, values[4], &threads) < 0) {
         return NULL;
     }
-    int grad_is_buffer = PyObject_CheckBuffer(grad), z_is_buffer = PyObject_CheckBuffer(z);
+    int grad_is_buffer = buffer_or_tensor(st, grad), z_is_buffer = buffer_or_tensor(st, z);
+    if (grad_is_buffer < 0 || z_is_buffer < 0) {
+        return NULL;
+    }
     if (grad_is_buffer && z_is_buffer) {
         return backward_buffer(st, grad, z, out_obj, alpha, threads);
     }
     int grad_is_seq = is_sequence(grad), z_is_seq = is_sequence(z);
     if (grad_is_buffer || z_is_buffer || grad_is_seq != z_is_seq) {
         PyErr_Format(PyExc_TypeError,
-                     "%s() grad_output and z must both be buffers, both sequences or both "
-                     "numbers, not %.200s and %.200s",
+                     "%s() grad_output and z must both be buffers or tensors, both sequences "
+                     "or both numbers, not %.200s and %.200s",
                      fname, Py_TYPE(grad)->tp_name, Py_TYPE(z)->tp_name);
         return NULL;
     }
@@ -546,6 +550,9 @@ leaky_exec(PyObject *module)
         st->one == NULL) {
         return -1;
     }
+    if (dlpack_init_state(st) < 0) {
+        return -1;
+    }
     if (intern_into(&st->str_z, "z") < 0 || intern_into(&st->str_alpha, "alpha") < 0 ||
         intern_into(&st->str_out, "out") < 0 || intern_into(&st->str_threads, "threads") < 0 ||
         intern_into(&st->str_grad_output, "grad_output") < 0) {
@@ -611,6 +618,7 @@ leaky_clear(PyObject *module)
     Py_CLEAR(st->str_out);
     Py_CLEAR(st->str_threads);
     Py_CLEAR(st->str_grad_output);
+    dlpack_clear_state(st);
     return 0;
 }
 

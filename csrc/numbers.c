@@ -19,6 +19,82 @@ is_real_number(PyObject *obj)
     return nb != NULL && (nb->nb_float != NULL || nb->nb_index != NULL);
 }
 
+/* Whether the type of obj has attribute `name`, without raising: 1 or 0. */
+static int
+type_has(PyObject *obj, PyObject *name)
+{
+    PyObject *found;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyObject_GetOptionalAttr((PyObject *)Py_TYPE(obj), name, &found) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+#else
+    found = PyObject_GetAttr((PyObject *)Py_TYPE(obj), name);
+    if (found == NULL) {
+        PyErr_Clear();
+    }
+#endif
+    Py_XDECREF(found);
+    return found != NULL;
+}
+
+/*
+ * What the number path accepts as z or grad_output (the number fallback
+ * runs Python's `z > 0` on it, and multiplies), so that no array-like ever
+ * reaches it: a float or int (subclasses included), or an object whose type
+ * has __float__ or __index__ (Fraction, Decimal, your own real numbers) and
+ * is no collection and no array: no __len__ (sequence or mapping), no
+ * __iter__, and none of __array__, __array_interface__, __array_struct__
+ * or __dlpack__.  Checked on the type, so a __getattr__ cannot fake it.
+ * Looser than alpha's is_real_number on purpose: alpha is one number by
+ * definition, where NumPy's scalars (which have __array__) are welcome.
+ */
+int
+is_number_operand(LeakyState *st, PyObject *obj)
+{
+    if (PyFloat_Check(obj) || PyLong_Check(obj)) {
+        return 1;
+    }
+    PyTypeObject *type = Py_TYPE(obj);
+    PyNumberMethods *nb = type->tp_as_number;
+    if (nb == NULL || (nb->nb_float == NULL && nb->nb_index == NULL)) {
+        return 0;
+    }
+    if ((type->tp_as_sequence != NULL && type->tp_as_sequence->sq_length != NULL) ||
+        (type->tp_as_mapping != NULL && type->tp_as_mapping->mp_length != NULL) ||
+        type->tp_iter != NULL) {
+        return 0;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (type_has(obj, st->array_like_names[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The TypeError for a z or grad_output that the number path refuses. */
+static PyObject *
+refuse_number(const char *fname, const char *argname, PyObject *obj, int in_sequence)
+{
+    if (is_jax_tracer(obj)) {
+        explain_jax_tracer(fname, argname, obj);
+    }
+    else if (in_sequence) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s' is a list or tuple, whose items must be real "
+                     "numbers, not %.200s", fname, argname, Py_TYPE(obj)->tp_name);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s' must be a real number, a list or tuple of them, a "
+                     "buffer or a DLPack tensor, not %.200s",
+                     fname, argname, Py_TYPE(obj)->tp_name);
+    }
+    return NULL;
+}
+
 /* z as a double for exact floats and ints; -1 with an exception on overflow. */
 static int
 exact_number_as_double(PyObject *z, double *out)
@@ -38,10 +114,13 @@ generic_is_positive(LeakyState *st, PyObject *z)
 }
 
 static PyObject *
-forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
+forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha, int in_sequence)
 {
     if (is_exact_number(z)) {
         return forward_exact_number(z, alpha);
+    }
+    if (!is_number_operand(st, z)) {
+        return refuse_number("leaky_relu", "z", z, in_sequence);
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {
@@ -54,10 +133,13 @@ forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
 }
 
 static PyObject *
-grad_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
+grad_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha, int in_sequence)
 {
     if (is_exact_number(z)) {
         return grad_exact_number(st, z, alpha_obj, alpha);
+    }
+    if (!is_number_operand(st, z)) {
+        return refuse_number("leaky_relu_grad", "z", z, in_sequence);
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {
@@ -66,8 +148,9 @@ grad_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
     return Py_NewRef(positive ? st->one : (alpha_obj ? alpha_obj : st->default_alpha));
 }
 
-PyObject *
-backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj, double alpha)
+static PyObject *
+backward_item(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj, double alpha,
+              int in_sequence)
 {
     if (is_exact_number(grad) && is_exact_number(z)) {
         double g;
@@ -77,13 +160,13 @@ backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj
         /* the NaN rule (leaky.h): a NaN g comes back quieted, whatever alpha is */
         return PyFloat_FromDouble(product64(g, exact_number_is_positive(z) ? 1.0 : alpha));
     }
-    /* grad * 1 would hand back a str or a list unchanged: only numbers here */
-    if (!is_real_number(grad)) {
-        PyErr_Format(PyExc_TypeError,
-                     "leaky_relu_backward() argument 'grad_output' must be a real number, "
-                     "a sequence of them or a buffer, not %.200s",
-                     Py_TYPE(grad)->tp_name);
-        return NULL;
+    /* grad * 1 would hand back a str or a list unchanged: only numbers here,
+       and the same ones leaky_relu takes as z */
+    if (!is_number_operand(st, grad)) {
+        return refuse_number("leaky_relu_backward", "grad_output", grad, in_sequence);
+    }
+    if (!is_number_operand(st, z)) {
+        return refuse_number("leaky_relu_backward", "z", z, in_sequence);
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {
@@ -93,10 +176,23 @@ backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj
 }
 
 PyObject *
+backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj, double alpha)
+{
+    return backward_item(st, grad, z, alpha_obj, alpha, 0);
+}
+
+static PyObject *
+unary_item(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj, double alpha,
+           int in_sequence)
+{
+    return op == OP_FORWARD ? forward_number(st, z, alpha_obj, alpha, in_sequence)
+                            : grad_number(st, z, alpha_obj, alpha, in_sequence);
+}
+
+PyObject *
 unary_number(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj, double alpha)
 {
-    return op == OP_FORWARD ? forward_number(st, z, alpha_obj, alpha)
-                            : grad_number(st, z, alpha_obj, alpha);
+    return unary_item(st, op, z, alpha_obj, alpha, 0);
 }
 /* Lists and tuples: a list, element by element, with the number rules. */
 PyObject *
@@ -111,7 +207,7 @@ unary_sequence(LeakyState *st, UnaryOp op, PyObject *seq, PyObject *alpha_obj, d
     PyObject *result = PyList_New(n);
     if (result != NULL) {
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *value = unary_number(st, op, PyTuple_GET_ITEM(items, i), alpha_obj, alpha);
+            PyObject *value = unary_item(st, op, PyTuple_GET_ITEM(items, i), alpha_obj, alpha, 1);
             if (value == NULL) {
                 Py_CLEAR(result);
                 break;
@@ -145,8 +241,8 @@ backward_sequence(LeakyState *st, PyObject *grad_seq, PyObject *z_seq, PyObject 
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *value = backward_number(st, PyTuple_GET_ITEM(grads, i),
-                                          PyTuple_GET_ITEM(zs, i), alpha_obj, alpha);
+        PyObject *value = backward_item(st, PyTuple_GET_ITEM(grads, i),
+                                        PyTuple_GET_ITEM(zs, i), alpha_obj, alpha, 1);
         if (value == NULL) {
             Py_CLEAR(result);
             goto done;

@@ -1,13 +1,17 @@
 /*
- * result_buffer.c: ResultBuffer, the exporter behind memoryview results.
+ * result_buffer.c: ResultBuffer, the exporter behind memoryview results and,
+ * through __dlpack__, behind torch, JAX and array-API results.
  */
 #include "leaky.h"
+#include "dlpack.h"
 
 /*
  * A C-contiguous block with a format and a shape, exported through the
- * buffer protocol.  memoryview.cast cannot make 0-d views, views with a zero
- * in the shape, or float16 views, so results for exporters other than NumPy
- * and array.array are memoryviews of one of these.
+ * buffer protocol and DLPack.  memoryview.cast cannot make 0-d views, views
+ * with a zero in the shape, or float16 views, so results for exporters
+ * other than NumPy and array.array are memoryviews of one of these; results
+ * for tensors are the caller's library's from_dlpack of one.  bfloat16 has
+ * no buffer format, so a bfloat16 one exports through DLPack only.
  */
 typedef struct {
     PyObject_VAR_HEAD        /* ob_size = ndim; shape then strides follow */
@@ -47,6 +51,29 @@ result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t 
     return (PyObject *)self;
 }
 
+/* The block as the driver's output operand (buffers.c, prepare_output). */
+void
+result_buffer_operand(PyObject *result, Operand *op)
+{
+    ResultBuffer *self = (ResultBuffer *)result;
+    const int ndim = (int)Py_SIZE(self);
+    Py_buffer *v = &op->view;
+    memset(v, 0, sizeof *v);
+    v->buf = self->data;
+    v->len = self->nbytes;
+    v->itemsize = itemsize_of_result(self->kind);
+    v->ndim = ndim;
+    v->shape = op->shape;
+    v->strides = op->strides;
+    for (int d = 0; d < ndim; d++) {
+        op->shape[d] = self->dims[d];
+        op->strides[d] = self->dims[ndim + d];
+    }
+    op->kind = self->kind;
+    op->acquired = 0;  /* the caller's reference to the block keeps it alive */
+    op->dlpack = NULL;
+}
+
 static void
 result_buffer_dealloc(PyObject *op)
 {
@@ -73,6 +100,14 @@ result_buffer_getbuffer(PyObject *op, Py_buffer *view, int flags)
             return -1;
         }
     }
+    if (format_of_result(self->kind) == NULL) {
+        PyErr_Format(PyExc_BufferError,
+                     "leaky result of %s has no buffer format; take it through DLPack "
+                     "(torch.from_dlpack, numpy.from_dlpack with ml_dtypes, ...)",
+                     name_of_result(self->kind));
+        view->obj = NULL;
+        return -1;
+    }
     view->obj = Py_NewRef(op);
     view->buf = self->data;
     view->len = self->nbytes;
@@ -87,10 +122,103 @@ result_buffer_getbuffer(PyObject *op, Py_buffer *view, int flags)
     return 0;
 }
 
+/*
+ * __dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None),
+ * as the array API standard defines it: a "dltensor_versioned" capsule for
+ * a consumer that passes max_version >= (1, 0), the older "dltensor" one
+ * otherwise.  The memory is on the CPU, which has no streams: stream must be
+ * None (or -1, "no synchronization").  copy=True exports a copy (flagged
+ * IS_COPIED); copy=False and None share the block.  The tensor holds a
+ * reference to its block until the consumer calls the deleter.
+ */
+static PyObject *
+result_buffer_dlpack(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"stream", "max_version", "dl_device", "copy", NULL};
+    PyObject *stream = Py_None, *max_version = Py_None, *dl_device = Py_None, *copy = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOO:__dlpack__", keywords, &stream,
+                                     &max_version, &dl_device, &copy)) {
+        return NULL;
+    }
+    if (stream != Py_None) {
+        int overflow = 0;
+        long value = PyLong_Check(stream) ? PyLong_AsLongAndOverflow(stream, &overflow) : 0;
+        if (value != -1 || overflow) {
+            PyErr_SetString(PyExc_BufferError,
+                            "leaky results are CPU memory, which has no streams: stream must "
+                            "be None");
+            return NULL;
+        }
+    }
+    int versioned = 0;
+    if (max_version != Py_None) {
+        if (!PyTuple_Check(max_version) || PyTuple_GET_SIZE(max_version) != 2) {
+            PyErr_SetString(PyExc_TypeError,
+                            "__dlpack__() max_version must be None or a (major, minor) tuple");
+            return NULL;
+        }
+        long major = PyLong_AsLong(PyTuple_GET_ITEM(max_version, 0));
+        if (major == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        versioned = major >= DLPACK_MAJOR_VERSION;
+    }
+    if (dl_device != Py_None) {
+        long type = -1;
+        if (PyTuple_Check(dl_device) && PyTuple_GET_SIZE(dl_device) == 2) {
+            type = PyLong_AsLong(PyTuple_GET_ITEM(dl_device, 0));
+            if (type == -1 && PyErr_Occurred()) {
+                return NULL;
+            }
+        }
+        if (type != kDLCPU) {
+            PyErr_SetString(PyExc_BufferError,
+                            "leaky results are CPU memory and export to the CPU only");
+            return NULL;
+        }
+    }
+    int copied = copy == Py_None ? 0 : PyObject_IsTrue(copy);
+    if (copied < 0) {
+        return NULL;
+    }
+    ResultBuffer *self = (ResultBuffer *)op;
+    const int ndim = (int)Py_SIZE(self);
+    PyObject *owner = Py_NewRef(op);
+    if (copied) {
+        Py_SETREF(owner, result_buffer_new(Py_TYPE(op), self->kind, ndim, self->dims));
+        if (owner == NULL) {
+            return NULL;
+        }
+        memcpy(((ResultBuffer *)owner)->data, self->data, (size_t)self->nbytes);
+    }
+    ResultBuffer *source = (ResultBuffer *)owner;
+    PyObject *capsule = dlpack_export(owner, source->data, source->kind, ndim, source->dims,
+                                      source->dims + ndim, versioned, copied);
+    Py_DECREF(owner);
+    return capsule;
+}
+
+static PyObject *
+result_buffer_dlpack_device(PyObject *op, PyObject *unused)
+{
+    return Py_BuildValue("(ii)", kDLCPU, 0);
+}
+
+static PyMethodDef result_buffer_methods[] = {
+    {"__dlpack__", (PyCFunction)(void (*)(void))result_buffer_dlpack,
+     METH_VARARGS | METH_KEYWORDS,
+     "__dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\n"
+     "The result as a DLPack capsule (the array API standard's protocol)."},
+    {"__dlpack_device__", result_buffer_dlpack_device, METH_NOARGS,
+     "(1, 0): DLPack's CPU device."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyType_Slot result_buffer_slots[] = {
     {Py_tp_dealloc, result_buffer_dealloc},
+    {Py_tp_methods, result_buffer_methods},
     {Py_bf_getbuffer, result_buffer_getbuffer},
-    {Py_tp_doc, "Memory behind a leaky result memoryview (C-contiguous)."},
+    {Py_tp_doc, "Memory behind a leaky result (C-contiguous): a buffer and a DLPack tensor."},
     {0, NULL},
 };
 
