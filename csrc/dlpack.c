@@ -267,6 +267,9 @@ dlpack_release(Operand *op)
         return;
     }
     op->dlpack = NULL;
+    /* release runs on error paths too: the deleter (which may be Python, as
+       a ctypes exporter's is) must not see the pending exception */
+    PyObject *pending = take_exception();
     const char *name = PyCapsule_GetName(capsule);
     if (name != NULL && strcmp(name, DLPACK_VERSIONED_CAPSULE_USED) == 0) {
         DLManagedTensorVersioned *managed = PyCapsule_GetPointer(capsule, name);
@@ -280,7 +283,13 @@ dlpack_release(Operand *op)
             managed->deleter(managed);
         }
     }
+    if (PyErr_Occurred()) {  /* a deleter cannot report failure: as CPython does */
+        PyErr_WriteUnraisable(capsule);
+    }
     Py_DECREF(capsule);
+    if (pending != NULL) {
+        put_back_exception(pending);
+    }
 }
 
 /*
@@ -304,11 +313,13 @@ dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
     if (PyCapsule_IsValid(capsule, DLPACK_VERSIONED_CAPSULE)) {
         DLManagedTensorVersioned *managed = PyCapsule_GetPointer(capsule, DLPACK_VERSIONED_CAPSULE);
         if (managed->version.major != DLPACK_MAJOR_VERSION) {
-            /* not renamed: the exporter's capsule destructor frees it */
+            /* not renamed: the exporter's capsule destructor frees it, and
+               before the error is set, since a destructor may run Python */
+            DLPackVersion version = managed->version;
+            Py_DECREF(capsule);
             PyErr_Format(PyExc_BufferError,
                          "%s() argument '%s' exported DLPack %u.%u; leaky reads DLPack 1.x",
-                         fname, argname, managed->version.major, managed->version.minor);
-            Py_DECREF(capsule);
+                         fname, argname, version.major, version.minor);
             return -1;
         }
         if (PyCapsule_SetName(capsule, DLPACK_VERSIONED_CAPSULE_USED) < 0) {
@@ -327,11 +338,13 @@ dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
         t = &managed->dl_tensor;
     }
     else {
+        PyTypeObject *type = (PyTypeObject *)Py_NewRef(Py_TYPE(capsule));
+        Py_DECREF(capsule);  /* first: its destructor may run Python */
         PyErr_Format(PyExc_TypeError,
                      "%s() argument '%s': %.200s.__dlpack__() returned %.200s, not a "
                      "'dltensor' or 'dltensor_versioned' capsule",
-                     fname, argname, Py_TYPE(obj)->tp_name, Py_TYPE(capsule)->tp_name);
-        Py_DECREF(capsule);
+                     fname, argname, Py_TYPE(obj)->tp_name, type->tp_name);
+        Py_DECREF(type);
         return -1;
     }
     op->dlpack = capsule;  /* ours now: from here on, operand_release frees it */
