@@ -188,6 +188,14 @@ explain_export_failure(const char *fname, const char *argname, PyObject *obj)
     int grad = requires_grad != NULL ? PyObject_IsTrue(requires_grad) : 0;
     Py_XDECREF(requires_grad);
     PyErr_Clear();
+    /* a device DLPack has no code for (torch's "meta"): tensor.device.type */
+    PyObject *device = grad > 0 ? NULL : PyObject_GetAttrString(obj, "device");
+    PyObject *device_type = device != NULL ? PyObject_GetAttrString(device, "type") : NULL;
+    Py_XDECREF(device);
+    PyErr_Clear();
+    const char *type_name = device_type != NULL && PyUnicode_Check(device_type)
+                                ? PyUnicode_AsUTF8(device_type) : NULL;
+    PyErr_Clear();
     if (grad > 0) {
         PyErr_Format(PyExc_TypeError,
                      "%s() argument '%s' is a tensor that requires grad; leaky computes "
@@ -197,10 +205,18 @@ explain_export_failure(const char *fname, const char *argname, PyObject *obj)
     else if (is_jax_tracer(obj)) {
         explain_jax_tracer(fname, argname, obj);
     }
+    else if (type_name != NULL && strcmp(type_name, "cpu") != 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s' is on device '%s', but leaky runs on the CPU; move "
+                     "it with `.cpu()` first",
+                     fname, argname, type_name);
+    }
     else {
+        Py_XDECREF(device_type);
         put_back_exception(exc);
         return;
     }
+    Py_XDECREF(device_type);
     PyObject *explained = take_exception();
     PyException_SetCause(explained, exc);  /* steals exc */
     put_back_exception(explained);
