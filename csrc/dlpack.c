@@ -464,26 +464,22 @@ explain_jax_tracer(const char *fname, const char *argname, PyObject *obj)
 /* Export                                                             */
 /* ------------------------------------------------------------------ */
 
-/* What a tensor leaky exports holds: the owner keeps the memory alive. */
+/* What a tensor leaky exports holds: a reference to its result's elements
+   (result_buffer.c's shared block), never a Python object, so that its
+   deleter may run on any thread without the GIL. */
 typedef struct {
     union {
         DLManagedTensorVersioned versioned;
         DLManagedTensor plain;
     } managed;
-    PyObject *owner;
+    char *data;
     int64_t dims[];  /* shape, then strides (in elements) */
 } ExportBlock;
 
-/* The deleter may run on any thread, with or without the GIL (a consumer
-   frees its tensor whenever it likes), so it takes the GIL to drop the owner. */
 static void
 export_block_free(ExportBlock *block)
 {
-    if (Py_IsInitialized()) {
-        PyGILState_STATE gil = PyGILState_Ensure();
-        Py_DECREF(block->owner);
-        PyGILState_Release(gil);
-    }
+    shared_data_release(block->data);
     PyMem_RawFree(block);
 }
 
@@ -523,17 +519,23 @@ dtype_of_kind(ElemKind kind)
     return dtype;
 }
 
+/*
+ * A capsule of a tensor over `data`, a shared block of result_buffer.c whose
+ * reference the caller hands over: the tensor's deleter drops it, and so
+ * does this function if it fails.
+ */
 PyObject *
-dlpack_export(PyObject *owner, void *data, ElemKind kind, int ndim, const Py_ssize_t *shape,
+dlpack_export(char *data, ElemKind kind, int ndim, const Py_ssize_t *shape,
               const Py_ssize_t *byte_strides, int versioned, int copied)
 {
     const Py_ssize_t itemsize = itemsize_of_result(kind);
     ExportBlock *block =
         PyMem_RawMalloc(sizeof(ExportBlock) + sizeof(int64_t) * 2 * (size_t)(ndim > 0 ? ndim : 1));
     if (block == NULL) {
+        shared_data_release(data);
         return PyErr_NoMemory();
     }
-    block->owner = Py_NewRef(owner);
+    block->data = data;
     DLTensor tensor = {
         .data = data,
         .device = {kDLCPU, 0},
@@ -566,8 +568,7 @@ dlpack_export(PyObject *owner, void *data, ElemKind kind, int ndim, const Py_ssi
         capsule = PyCapsule_New(m, DLPACK_CAPSULE, export_capsule_destructor);
     }
     if (capsule == NULL) {
-        Py_DECREF(block->owner);
-        PyMem_RawFree(block);
+        export_block_free(block);
     }
     return capsule;
 }

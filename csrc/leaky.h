@@ -905,9 +905,10 @@ int buffer_or_tensor(LeakyState *st, PyObject *obj);
 int dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
                    const char *argname, int writable);
 void dlpack_release(Operand *op);
-PyObject *dlpack_export(PyObject *owner, void *data, ElemKind kind, int ndim,
-                        const Py_ssize_t *shape, const Py_ssize_t *byte_strides, int versioned,
-                        int copied);
+PyObject *dlpack_export(char *data, ElemKind kind, int ndim, const Py_ssize_t *shape,
+                        const Py_ssize_t *byte_strides, int versioned, int copied);
+void shared_data_retain(char *data);   /* result_buffer.c: a result's elements, */
+void shared_data_release(char *data);  /* shared with the tensors it exported */
 int is_jax_tracer(PyObject *obj);
 void explain_jax_tracer(const char *fname, const char *argname, PyObject *obj);
 

@@ -21,6 +21,47 @@ typedef struct {
     Py_ssize_t dims[1];      /* 2 * ndim entries: shape, then strides */
 } ResultBuffer;
 
+/*
+ * The elements live in a block of their own, with a reference count in a
+ * header before them: the ResultBuffer holds one reference, and each tensor
+ * exported through __dlpack__ another.  A DLPack consumer may call its
+ * deleter on any thread, with or without the GIL, in any interpreter, even
+ * during finalization, so the deleter touches no Python object: it drops
+ * its reference atomically, and whoever drops the last frees the block
+ * (raw allocator: no GIL needed).  The 16-byte header keeps the elements
+ * as aligned as malloc's own blocks.
+ */
+typedef struct {
+    long long refs;
+    long long unused;  /* pads the header to 16 bytes */
+} SharedHeader;
+
+static char *
+shared_data_new(Py_ssize_t nbytes)
+{
+    SharedHeader *header = PyMem_RawMalloc(sizeof(SharedHeader) + (size_t)(nbytes > 0 ? nbytes : 1));
+    if (header == NULL) {
+        return NULL;
+    }
+    header->refs = 1;
+    return (char *)(header + 1);
+}
+
+void
+shared_data_retain(char *data)
+{
+    ATOMIC_ADD(&((SharedHeader *)data - 1)->refs, 1);
+}
+
+void
+shared_data_release(char *data)
+{
+    SharedHeader *header = (SharedHeader *)data - 1;
+    if (ATOMIC_ADD(&header->refs, -1) == 1) {
+        PyMem_RawFree(header);
+    }
+}
+
 PyObject *
 result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape)
 {
@@ -43,7 +84,7 @@ result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t 
     }
     self->nbytes = nbytes;
     /* not zero-filled: every byte is written before anyone can see it */
-    self->data = PyMem_Malloc(nbytes > 0 ? (size_t)nbytes : 1);
+    self->data = shared_data_new(nbytes);
     if (self->data == NULL) {
         Py_DECREF(self);
         return PyErr_NoMemory();
@@ -79,7 +120,9 @@ result_buffer_dealloc(PyObject *op)
 {
     ResultBuffer *self = (ResultBuffer *)op;
     PyTypeObject *type = Py_TYPE(op);
-    PyMem_Free(self->data);
+    if (self->data != NULL) {
+        shared_data_release(self->data);
+    }
     type->tp_free(op);
     Py_DECREF(type);
 }
@@ -183,19 +226,20 @@ result_buffer_dlpack(PyObject *op, PyObject *args, PyObject *kwargs)
     }
     ResultBuffer *self = (ResultBuffer *)op;
     const int ndim = (int)Py_SIZE(self);
-    PyObject *owner = Py_NewRef(op);
+    char *data = self->data;
     if (copied) {
-        Py_SETREF(owner, result_buffer_new(Py_TYPE(op), self->kind, ndim, self->dims));
-        if (owner == NULL) {
-            return NULL;
+        data = shared_data_new(self->nbytes);
+        if (data == NULL) {
+            return PyErr_NoMemory();
         }
-        memcpy(((ResultBuffer *)owner)->data, self->data, (size_t)self->nbytes);
+        memcpy(data, self->data, (size_t)self->nbytes);
     }
-    ResultBuffer *source = (ResultBuffer *)owner;
-    PyObject *capsule = dlpack_export(owner, source->data, source->kind, ndim, source->dims,
-                                      source->dims + ndim, versioned, copied);
-    Py_DECREF(owner);
-    return capsule;
+    else {
+        shared_data_retain(data);
+    }
+    /* the tensor owns the reference taken above (dlpack_export drops it on failure) */
+    return dlpack_export(data, self->kind, ndim, self->dims, self->dims + ndim, versioned,
+                         copied);
 }
 
 static PyObject *

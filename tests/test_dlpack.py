@@ -32,7 +32,6 @@ from dlpack_exporter import (
     KDLCPU,
     KDLCUDA,
     PLAIN,
-    USED_PLAIN,
     VERSIONED,
     Exporter,
     bfloat16_exporter,
@@ -551,18 +550,20 @@ def test_bfloat16_result_has_no_buffer() -> None:
     assert (got.code, got.bits) == (BFLOAT, 16)
 
 
-def test_unconsumed_capsule_frees_its_result() -> None:
+def test_exported_tensors_outlive_their_result() -> None:
+    """A tensor shares the result's elements, not the ResultBuffer: both may go first."""
     result = dlpack_result([-2.0, 4.0])
     before = sys.getrefcount(result)
     capsule = result.__dlpack__(max_version=(1, 0))
-    assert sys.getrefcount(result) == before + 1  # the tensor holds its block
-    del capsule
-    assert sys.getrefcount(result) == before
-    capsule = result.__dlpack__()
-    consumed = consume(result)  # a consumer that renames and deletes
-    del capsule
-    assert consumed.name == PLAIN and sys.getrefcount(result) == before
-    assert USED_PLAIN != PLAIN
+    assert sys.getrefcount(result) == before  # the deleter never touches Python objects
+    array = np.from_dlpack(dlpack_result([-6.0, 8.0]))  # its ResultBuffer is gone at once
+    del result
+    gc.collect()
+    holder = type("Holder", (), {"__dlpack__": lambda self, **kw: capsule})()
+    assert np.frombuffer(consume(holder).payload).tolist() == [-1.0, 4.0]
+    assert array.tolist() == [-3.0, 8.0]
+    unconsumed = dlpack_result([1.0]).__dlpack__()
+    del unconsumed  # freed by its capsule's destructor: ASan and valgrind see to any leak
 
 
 # ---------------------------------------------------------------- the number path
