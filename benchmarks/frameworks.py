@@ -95,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, short timings")
     args = parser.parse_args()
-    sizes = [10, 10**4] if args.quick else [10, 10**4, 10**7]
+    sizes = [10, 1000] if args.quick else [10, 10**4, 10**7]
     repeats, budget = (1, 0.002) if args.quick else (7, 0.2)
     torch, jax = optional("torch"), optional("jax")
     print(f"# {machine()}")

@@ -142,3 +142,14 @@ def test_refcounts_stay_put() -> None:
     check_stable(lambda: leaky_relu(x, 0.25), [x])
     check_stable(lambda: leaky_relu(xb, 0.25), [xb])
     check_stable(lambda: leaky_relu(x, out=xb), [x, xb], ValueError)
+
+
+def test_results_are_wrapped_without_a_copy() -> None:
+    """XLA wraps a DLPack tensor in place only if it is 64-byte aligned: leaky's are."""
+    from dlpack_exporter import consume, exporter_of
+
+    for n in (1, 10, 1000, 100_003):
+        result = leaky_relu(exporter_of(np.zeros(n, np.float32)))  # a ResultBuffer
+        address = consume(result, max_version=(1, 0)).data
+        assert address % 64 == 0
+        assert jnp.from_dlpack(result).unsafe_buffer_pointer() == address

@@ -245,3 +245,11 @@ def test_refcounts_stay_put() -> None:
     check_stable(lambda: leaky_relu_backward(x, x, alpha, out=out), [x, out])
     check_stable(lambda: leaky_relu(bad), [bad], TypeError)
     check_stable(lambda: leaky_relu(x, out=bad), [x, bad], TypeError)
+
+
+def test_results_are_wrapped_without_a_copy() -> None:
+    from dlpack_exporter import consume, exporter_of
+
+    result = leaky_relu(exporter_of(np.zeros(1000, np.float32)))  # a ResultBuffer
+    address = consume(result, max_version=(1, 0)).data
+    assert torch.from_dlpack(result).data_ptr() == address
