@@ -90,11 +90,11 @@ def test_bfloat16_matches_pytorch_for_every_bit_pattern(
     for i in np.flatnonzero(nan):
         z = int(X_BITS[i])
         if function == "leaky_relu":
-            want = oracle_bits.forward("b", z, alpha_bits)
+            want = oracle_bits.forward("bf16", z, alpha_bits)
         elif function == "leaky_relu_grad":
-            want = oracle_bits.grad("b", z, alpha_bits)
+            want = oracle_bits.grad("bf16", z, alpha_bits)
         else:
-            want = oracle_bits.backward("b", int(GRAD_BITS[i]), "b", z, alpha_bits)
+            want = oracle_bits.backward("bf16", int(GRAD_BITS[i]), "bf16", z, alpha_bits)
         assert int(got[i]) == want, (hex(z), hex(int(got[i])), hex(want))
 
 
@@ -105,11 +105,11 @@ def test_bfloat16_oracle_agrees_with_pytorch() -> None:
         for i in range(0, 65536, 13):
             z = int(X_BITS[i])
             for name, want in [
-                ("leaky_relu", oracle_bits.forward("b", z, alpha_bits)),
-                ("leaky_relu_grad", oracle_bits.grad("b", z, alpha_bits)),
+                ("leaky_relu", oracle_bits.forward("bf16", z, alpha_bits)),
+                ("leaky_relu_grad", oracle_bits.grad("bf16", z, alpha_bits)),
                 (
                     "leaky_relu_backward",
-                    oracle_bits.backward("b", int(GRAD_BITS[i]), "b", z, alpha_bits),
+                    oracle_bits.backward("bf16", int(GRAD_BITS[i]), "bf16", z, alpha_bits),
                 ),
             ]:
                 expected = int(VECTORS[f"{name}_bits"][alpha_index][i])
@@ -124,7 +124,7 @@ def test_bfloat16_nan_rule(payload: int, alpha: float) -> None:
     bits = np.array([payload, 0xC000, 0x3F80], np.uint16)
     alpha_bits = oracle_bits.bits_of_double(alpha)
     got = result_array(leaky_relu(bfloat16_exporter(bits), alpha), np.uint16)
-    want = [oracle_bits.forward("b", int(b), alpha_bits) for b in bits]
+    want = [oracle_bits.forward("bf16", int(b), alpha_bits) for b in bits]
     assert got.tolist() == want
     assert int(got[0]) == payload | 0x0040
     grads = np.array([payload, 0x4000, 0xC000], np.uint16)
@@ -132,7 +132,7 @@ def test_bfloat16_nan_rule(payload: int, alpha: float) -> None:
         leaky_relu_backward(bfloat16_exporter(grads), bfloat16_exporter(bits), alpha), np.uint16
     )
     want = [
-        oracle_bits.backward("b", int(g), "b", int(z), alpha_bits)
+        oracle_bits.backward("bf16", int(g), "bf16", int(z), alpha_bits)
         for g, z in zip(grads, bits, strict=True)
     ]
     assert got.tolist() == want
@@ -146,14 +146,14 @@ def test_bfloat16_mixed_with_other_kinds_in_backward() -> None:
     alpha_bits = oracle_bits.bits_of_double(alpha)
     got = leaky_relu_backward(g32, bfloat16_exporter(z_bits), alpha)
     want = [
-        oracle_bits.backward("f", int(g), "b", int(z), alpha_bits)
+        oracle_bits.backward("f", int(g), "bf16", int(z), alpha_bits)
         for g, z in zip(g32.view(np.uint32), z_bits, strict=True)
     ]
     assert isinstance(got, np.ndarray) and got.dtype == np.float32
     assert got.view(np.uint32).tolist() == want
     got_b = result_array(leaky_relu_backward(bfloat16_exporter(z_bits), g32, alpha), np.uint16)
     want_b = [
-        oracle_bits.backward("b", int(z), "f", int(g), alpha_bits)
+        oracle_bits.backward("bf16", int(z), "f", int(g), alpha_bits)
         for z, g in zip(z_bits, g32.view(np.uint32), strict=True)
     ]
     assert got_b.tolist() == want_b

@@ -56,7 +56,7 @@ def test_values_match_jax_and_come_back_as_jax_arrays(dtype: str, alpha: float) 
         same = ~nan & ~zero_or_subnormal
         assert np.array_equal(bits(got)[same], bits(expected)[same])
     # every element, subnormals and NaN payloads included, by the bit oracle
-    kind = {"float16": "e", "bfloat16": "b", "float32": "f"}[dtype]
+    kind = {"float16": "e", "bfloat16": "bf16", "float32": "f"}[dtype]
     alpha_bits = oracle_bits.bits_of_double(alpha)
     want = [oracle_bits.forward(kind, int(b), alpha_bits) for b in bits(x)]
     assert bits(got).tolist() == want
@@ -67,7 +67,7 @@ def test_grad_and_backward_are_jax_arrays(dtype: str) -> None:
     x = values(dtype)
     g = x[::-1]
     alpha = 0.2
-    kind = {"float16": "e", "bfloat16": "b", "float32": "f"}[dtype]
+    kind = {"float16": "e", "bfloat16": "bf16", "float32": "f"}[dtype]
     alpha_bits = oracle_bits.bits_of_double(alpha)
     grad = leaky_relu_grad(x, alpha)
     assert isinstance(grad, jax.Array) and grad.dtype == x.dtype

@@ -229,7 +229,7 @@ def test_backward_mixed_dtypes_follow_the_oracle() -> None:
     assert got.dtype == torch.bfloat16
     alpha_bits = oracle_bits.bits_of_double(alpha)
     want = [
-        oracle_bits.backward("b", int(gb) & 0xFFFF, "e", int(zb) & 0xFFFF, alpha_bits)
+        oracle_bits.backward("bf16", int(gb) & 0xFFFF, "e", int(zb) & 0xFFFF, alpha_bits)
         for gb, zb in zip(bits(g).tolist(), bits(z).tolist(), strict=True)
     ]
     assert [b & 0xFFFF for b in bits(got).tolist()] == want
