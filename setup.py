@@ -75,6 +75,7 @@ SOURCES = [
     "kernels_avx512",  # x86-64 AVX-512 loops
     "kernels_neon",  # arm64 NEON loops
     "cpu_dispatch",  # which kernel tables this CPU can run
+    "array_route",  # the capsule leaky._ufunc reads, and the route to leaky.ufunc
 ]
 
 
@@ -91,16 +92,38 @@ class AlwaysBuildExt(build_ext):
         self.force = True
 
 
+
+def numpy_include() -> str:
+    """NumPy's headers, for leaky._ufunc (pyproject.toml's build requirements install them).
+
+    Imported here, not at the top, so that reading this file needs no NumPy.
+    """
+    import numpy
+
+    return str(numpy.get_include())
+
+
 setup(
     cmdclass={"build_ext": AlwaysBuildExt},
     ext_modules=[
         Extension(
             "leaky._leaky",
             sources=[f"csrc/{name}.c" for name in SOURCES],
-            depends=["csrc/leaky.h", "csrc/dlpack.h"],
+            depends=["csrc/leaky.h", "csrc/dlpack.h", "csrc/ufunc_api.h"],
             extra_compile_args=compile_args,
             extra_link_args=link_args,
             libraries=libraries,
-        )
+        ),
+        # leaky.ufunc: NumPy ufuncs over leaky._leaky's kernels, which it reaches
+        # through a capsule (csrc/ufunc_api.h says why), so it is one small file.
+        # Built against NumPy >= 2's headers, it runs on NumPy 1.24 and up.
+        Extension(
+            "leaky._ufunc",
+            sources=["csrc/ufunc.c"],
+            depends=["csrc/leaky.h", "csrc/ufunc_api.h"],
+            include_dirs=[numpy_include()],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+        ),
     ],
 )

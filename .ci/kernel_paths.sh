@@ -2,7 +2,9 @@
 # The SIMD kernels against the portable loops, bit for bit, in C
 # (tests/c/kernel_paths.c): natively for this CPU's paths (AVX2, AVX-512),
 # and cross-compiled for arm64 and run under qemu-user for the NEON loops,
-# which no other check here runs.  Seconds.  The arm64 half needs
+# which no other check here runs; then every path's bfloat16 loops against
+# PyTorch's results for all 65,536 patterns (tests/data/bfloat16_pytorch.npz,
+# unpacked to raw files with NumPy first).  Seconds.  The arm64 half needs
 # gcc-aarch64-linux-gnu and qemu-user (.ci/run installs them); without them
 # it is skipped with a note, except under CI=true, where it must run.
 set -euo pipefail
@@ -15,16 +17,31 @@ flags=(-O2 -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter "-I$include" -Ic
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# The vectors as raw little-endian arrays, which the C harness reads.
+vectors=$work/vectors
+mkdir "$vectors"
+python3 - "$vectors" <<'EOF'
+import sys
+
+import numpy as np
+
+with np.load("tests/data/bfloat16_pytorch.npz") as data:
+    for name in ("x_bits", "grad_output_bits", "alphas", "leaky_relu_bits",
+                 "leaky_relu_grad_bits", "leaky_relu_backward_bits"):
+        array = data[name]
+        array.astype(array.dtype.newbyteorder("<")).tofile(f"{sys.argv[1]}/{name}")
+EOF
+
 echo "-- native ($(uname -m))"
 gcc "${flags[@]}" "${sources[@]}" -o "$work/native"
-"$work/native"
+"$work/native" "$vectors"
 
 if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then
     # The kernels use Python.h for its types only (Py_ssize_t), the same on
     # every 64-bit Linux, so this machine's headers serve the arm64 build.
     echo "-- arm64 under qemu-user"
     aarch64-linux-gnu-gcc "${flags[@]}" -static "${sources[@]}" -o "$work/arm64"
-    qemu-aarch64 "$work/arm64"
+    qemu-aarch64 "$work/arm64" "$vectors"
 elif [ "${CI:-}" = true ]; then
     echo "aarch64-linux-gnu-gcc or qemu-aarch64 missing: the NEON loops cannot be checked" >&2
     exit 1

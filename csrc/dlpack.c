@@ -83,9 +83,13 @@ has_dlpack(LeakyState *st, PyObject *obj)
 int
 buffer_or_tensor(LeakyState *st, PyObject *obj)
 {
-    if (PyObject_CheckBuffer(obj)) {
-        return 1;
-    }
+    return PyObject_CheckBuffer(obj) ? 1 : is_dlpack_tensor(st, obj);
+}
+
+/* For an object that exports no buffer: 1 if it is a DLPack tensor, 0, or -1. */
+int
+is_dlpack_tensor(LeakyState *st, PyObject *obj)
+{
     return is_sequence(obj) ? 0 : has_dlpack(st, obj);
 }
 

@@ -1,6 +1,6 @@
 /*
- * kernels_neon.c: the arm64 NEON loops for float16, float32 and float64,
- * and their kernel table.
+ * kernels_neon.c: the arm64 NEON loops for float16, bfloat16, float32 and
+ * float64, and their kernel table.
  */
 #include "leaky.h"
 
@@ -223,23 +223,128 @@ neon_backward_f16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, cons
     backward_ordinary_f16(tail, steps, n - i, ctx);
 }
 
+/*
+ * bfloat16: the float32 lanes in two halves.  Widening is a shift (a
+ * bfloat16 is the top half of its float32); narrowing is float_to_bf16's
+ * integer rounding, since the base ISA has no bfloat16 conversion (BFCVTN
+ * is the optional FEAT_BF16).  The portable loop takes strided runs and the
+ * ragged end.
+ */
+
+/* bf16_is_positive on 8 lanes: 0x0001..0x7f80 as int16.  z > 0 is a test
+   of bits, as in the portable loops, so the paths agree even under FPCR.FZ,
+   where a float compare would see subnormals as zero. */
+static ALWAYS_INLINE uint16x8_t
+positive_bf16(uint16x8_t h)
+{
+    int16x8_t s = vreinterpretq_s16_u16(h);
+    return vandq_u16(vcgtq_s16(s, vdupq_n_s16(0)), vcleq_s16(s, vdupq_n_s16(0x7f80)));
+}
+
+static ALWAYS_INLINE float32x4_t
+bf16_low(uint16x8_t h)
+{
+    return vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(h), 16));
+}
+
+static ALWAYS_INLINE float32x4_t
+bf16_high(uint16x8_t h)
+{
+    return vreinterpretq_f32_u32(vshll_high_n_u16(h, 16));
+}
+
+/* Rounded once, to nearest even: the top half of bits + 0x7fff + the lowest
+   kept bit (ADDHN adds and keeps the top halves in one step).  A NaN is
+   truncated with its quiet bit set: no rounding added, 0x00400000 or'ed in. */
+static ALWAYS_INLINE uint16x4_t
+narrow_bf16(float32x4_t v)
+{
+    const uint32x4_t bits = vreinterpretq_u32_f32(v);
+    const uint32x4_t nan = vmvnq_u32(vceqq_f32(v, v));
+    const uint32x4_t lowest_kept = vandq_u32(vshrq_n_u32(bits, 16), vdupq_n_u32(1));
+    const uint32x4_t rounding = vbicq_u32(vaddq_u32(lowest_kept, vdupq_n_u32(0x7fff)), nan);
+    const uint32x4_t quieted = vorrq_u32(bits, vandq_u32(nan, vdupq_n_u32(0x00400000)));
+    return vaddhn_u32(quieted, rounding);
+}
+
+static ALWAYS_INLINE void
+kernel_bf16(SimdOp op, InnerLoop whole, InnerLoop portable, char *const *ptrs,
+            const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    const int binary = op == SIMD_BACKWARD;
+    if (op != SIMD_GRAD && slope_is_nan(ctx)) {
+        whole(ptrs, steps, n, ctx);  /* the portable loop applies the NaN rule (leaky.h) */
+        return;
+    }
+    if (steps[0] != 2 || steps[1] != 2 || (binary && steps[2] != 2)) {
+        portable(ptrs, steps, n, ctx);
+        return;
+    }
+    const float32x4_t alpha = vdupq_n_f32(ctx->alpha32), one = vdupq_n_f32(1.0f);
+    const uint16x8_t alpha_bf16 = vdupq_n_u16(ctx->alpha_bf16), one_bf16 = vdupq_n_u16(0x3f80);
+    const uint8_t *x = (const uint8_t *)ptrs[0], *z = (const uint8_t *)ptrs[1];
+    uint8_t *out = (uint8_t *)ptrs[binary ? 2 : 1];
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint16x8_t xh = vreinterpretq_u16_u8(vld1q_u8(x + i * 2));
+        uint16x8_t r;
+        if (op == SIMD_GRAD) {  /* a select on bits: nothing to round */
+            r = vbslq_u16(positive_bf16(xh), one_bf16, alpha_bf16);
+        }
+        else if (op == SIMD_FORWARD) {
+            uint16x8_t scaled = vcombine_u16(narrow_bf16(vmulq_f32(bf16_low(xh), alpha)),
+                                             narrow_bf16(vmulq_f32(bf16_high(xh), alpha)));
+            r = vbslq_u16(positive_bf16(xh), xh, scaled);
+        }
+        else {  /* the 16-bit lane masks widened to 32 bits: all ones stay all ones */
+            uint16x8_t positive = positive_bf16(vreinterpretq_u16_u8(vld1q_u8(z + i * 2)));
+            int16x8_t mask = vreinterpretq_s16_u16(positive);
+            float32x4_t low_factor =
+                vbslq_f32(vreinterpretq_u32_s32(vmovl_s16(vget_low_s16(mask))), one, alpha);
+            float32x4_t high_factor =
+                vbslq_f32(vreinterpretq_u32_s32(vmovl_high_s16(mask)), one, alpha);
+            r = vcombine_u16(narrow_bf16(vmulq_f32(bf16_low(xh), low_factor)),
+                             narrow_bf16(vmulq_f32(bf16_high(xh), high_factor)));
+        }
+        vst1q_u8(out + i * 2, vreinterpretq_u8_u16(r));
+    }
+    portable_part(portable, binary, ptrs, steps, i, n - i, 2, ctx);
+}
+
+static void
+neon_forward_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_bf16(SIMD_FORWARD, forward_loop_bf16, forward_ordinary_bf16, ptrs, steps, n, ctx);
+}
+
+static void
+neon_grad_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_bf16(SIMD_GRAD, grad_loop_bf16, grad_loop_bf16, ptrs, steps, n, ctx);
+}
+
+static void
+neon_backward_bf16(char *const *ptrs, const Py_ssize_t *steps, Py_ssize_t n, const LoopContext *ctx)
+{
+    kernel_bf16(SIMD_BACKWARD, backward_loop_bf16, backward_ordinary_bf16, ptrs, steps, n, ctx);
+}
+
 const KernelTable NEON_KERNELS = {
     .name = "neon",
     .forward = {[KIND_F16] = neon_forward_f16, [KIND_F32] = neon_forward_f32,
-                [KIND_F64] = neon_forward_f64, [KIND_BF16] = forward_loop_bf16,
+                [KIND_F64] = neon_forward_f64, [KIND_BF16] = neon_forward_bf16,
                 [KIND_BOOL] = forward_loop_bool,
                 [KIND_I8] = forward_loop_i8,   [KIND_I16] = forward_loop_i16,
                 [KIND_I32] = forward_loop_i32, [KIND_I64] = forward_loop_i64,
                 [KIND_U8] = forward_loop_u8,   [KIND_U16] = forward_loop_u16,
                 [KIND_U32] = forward_loop_u32, [KIND_U64] = forward_loop_u64},
     .grad = {[KIND_F16] = grad_loop_f16,   [KIND_F32] = neon_grad_f32,
-             [KIND_F64] = neon_grad_f64,   [KIND_BF16] = grad_loop_bf16,
+             [KIND_F64] = neon_grad_f64,   [KIND_BF16] = neon_grad_bf16,
              [KIND_BOOL] = grad_loop_bool,
              [KIND_I8] = grad_loop_i8,     [KIND_I16] = grad_loop_i16,
              [KIND_I32] = grad_loop_i32,   [KIND_I64] = grad_loop_i64,
              [KIND_U8] = grad_loop_u8,     [KIND_U16] = grad_loop_u16,
              [KIND_U32] = grad_loop_u32,   [KIND_U64] = grad_loop_u64},
-    /* bfloat16 runs on the portable loops until it has NEON kernels. */
-    .backward_same = {neon_backward_f16, neon_backward_f32, neon_backward_f64, backward_loop_bf16},
+    .backward_same = {neon_backward_f16, neon_backward_f32, neon_backward_f64, neon_backward_bf16},
 };
 #endif /* arm64 */

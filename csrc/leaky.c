@@ -101,10 +101,12 @@ parse_alpha(const char *fname, PyObject *obj, double *alpha)
         PyErr_Format(PyExc_TypeError,
                      "%s() argument 'alpha' must be a real number, not %.200s",
                      fname, Py_TYPE(obj)->tp_name);
+        explain_array_alpha(fname, obj);
         return -1;
     }
     double value = PyFloat_AsDouble(obj);
     if (value == -1.0 && PyErr_Occurred()) {
+        explain_array_alpha(fname, obj);  /* slopes as an array: point at leaky.ufunc */
         return -1;
     }
     *alpha = value;
@@ -184,9 +186,18 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
         }
         return unary_number(st, op, z, alpha_obj, alpha);
     }
-    int route = buffer_or_tensor(st, z);  /* buffers, then DLPack tensors (dlpack.c) */
-    if (route != 0) {
-        return route < 0 ? NULL : unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
+    if (PyObject_CheckBuffer(z)) {
+        if (is_ndarray_subclass(z)) {  /* a masked array keeps its mask (array_route.c) */
+            return unary_via_ufunc(st, op, z, alpha_obj, out_obj);
+        }
+        return unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
+    }
+    int tensor = is_dlpack_tensor(st, z);  /* torch and array-API tensors (dlpack.c) */
+    if (tensor != 0) {
+        return tensor < 0 ? NULL : unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
+    }
+    if (!is_sequence(z) && is_array_like(st, z)) {  /* pandas, xarray, Dask: leaky.ufunc */
+        return unary_via_ufunc(st, op, z, alpha_obj, out_obj);
     }
     if (reject_out_for(sig->name, out_obj, z) < 0) {
         return NULL;
@@ -279,9 +290,17 @@ leaky_relu_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, P
         return NULL;
     }
     if (grad_is_buffer && z_is_buffer) {
+        if (is_ndarray_subclass(grad) || is_ndarray_subclass(z)) {  /* array_route.c */
+            return backward_via_ufunc(st, grad, z, alpha_obj, out_obj);
+        }
         return backward_buffer(st, grad, z, out_obj, alpha, threads);
     }
     int grad_is_seq = is_sequence(grad), z_is_seq = is_sequence(z);
+    /* pandas, xarray, Dask, masked arrays on either side: leaky.ufunc (array_route.c) */
+    if ((!grad_is_seq && !is_exact_number(grad) && is_array_like(st, grad)) ||
+        (!z_is_seq && !is_exact_number(z) && is_array_like(st, z))) {
+        return backward_via_ufunc(st, grad, z, alpha_obj, out_obj);
+    }
     if (grad_is_buffer || z_is_buffer || grad_is_seq != z_is_seq) {
         PyErr_Format(PyExc_TypeError,
                      "%s() grad_output and z must both be buffers or tensors, both sequences "
@@ -588,7 +607,10 @@ leaky_exec(PyObject *module)
         PyModule_AddIntConstant(module, "_thread_cap", LEAKY_MAX_THREADS) < 0) {
         return -1;
     }
-    return choose_kernels(module, st);
+    if (choose_kernels(module, st) < 0) {
+        return -1;
+    }
+    return add_ufunc_api(module, st);  /* after choose_kernels: it hands on st->kernels */
 }
 
 static int
@@ -621,6 +643,7 @@ leaky_clear(PyObject *module)
     Py_CLEAR(st->str_threads);
     Py_CLEAR(st->str_grad_output);
     dlpack_clear_state(st);
+    clear_array_route(st);
     return 0;
 }
 

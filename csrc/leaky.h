@@ -743,6 +743,7 @@ typedef struct {
     PyObject *dlpack_kwnames;      /* ("max_version",) */
     PyObject *dlpack_max_version;  /* (1, 0) */
     PyObject *array_like_names[4]; /* what makes a number an array-like (numbers.c) */
+    PyObject *str_array_protocols[6];  /* array_route.c: "numpy", "__array_ufunc__", ... */
 } LeakyState;
 
 enum { NUMPY_API_UNTRIED, NUMPY_API_LOADING, NUMPY_API_READY, NUMPY_API_UNUSABLE };
@@ -902,6 +903,7 @@ int dlpack_init_state(LeakyState *st);
 void dlpack_clear_state(LeakyState *st);
 int has_dlpack(LeakyState *st, PyObject *obj);
 int buffer_or_tensor(LeakyState *st, PyObject *obj);
+int is_dlpack_tensor(LeakyState *st, PyObject *obj);
 int dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
                    const char *argname, int writable);
 void dlpack_release(Operand *op);
@@ -911,6 +913,20 @@ void shared_data_retain(char *data);   /* result_buffer.c: a result's elements, 
 void shared_data_release(char *data);  /* shared with the tensors it exported */
 int is_jax_tracer(PyObject *obj);
 void explain_jax_tracer(const char *fname, const char *argname, PyObject *obj);
+
+/* ------------------------------------------------------------------ */
+/* leaky.ufunc's capsule and the route to it (array_route.c)          */
+/* ------------------------------------------------------------------ */
+
+int add_ufunc_api(PyObject *module, LeakyState *st);  /* also interns the protocol names */
+void clear_array_route(LeakyState *st);
+int is_ndarray_subclass(PyObject *obj);
+int is_array_like(LeakyState *st, PyObject *obj);
+PyObject *unary_via_ufunc(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj,
+                          PyObject *out_obj);
+PyObject *backward_via_ufunc(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj,
+                             PyObject *out_obj);
+void explain_array_alpha(const char *fname, PyObject *obj);
 
 #if defined(__GNUC__) && !defined(_WIN32)
 #pragma GCC visibility pop

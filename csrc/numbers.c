@@ -40,11 +40,11 @@ type_has(PyObject *obj, PyObject *name)
 }
 
 /*
- * What the number path accepts as z or grad_output (the number fallback
- * runs Python's `z > 0` on it, and multiplies), so that no array-like ever
- * reaches it: a float or int (subclasses included), or an object whose type
- * has __float__ or __index__ (Fraction, Decimal, your own real numbers) and
- * is no collection and no array: no __len__ (sequence or mapping), no
+ * What the number path accepts as z or grad_output (it runs Python's
+ * `z > 0` on it, and multiplies), so that no array-like ever reaches it: a
+ * float or int (subclasses included), or an object whose type has
+ * __float__ or __index__ (Fraction, Decimal, your own real numbers) and is
+ * no collection and no array: no __len__ (sequence or mapping), no
  * __iter__, and none of __array__, __array_interface__, __array_struct__
  * or __dlpack__.  Checked on the type, so a __getattr__ cannot fake it.
  * Looser than alpha's is_real_number on purpose: alpha is one number by
@@ -74,17 +74,13 @@ is_number_operand(LeakyState *st, PyObject *obj)
     return 1;
 }
 
-/* The TypeError for a z or grad_output that the number path refuses. */
+/* The TypeError for a z or grad_output that the number path refuses (in a
+   list, unary_nested and backward_nested add the position). */
 static PyObject *
-refuse_number(const char *fname, const char *argname, PyObject *obj, int in_sequence)
+refuse_number(const char *fname, const char *argname, PyObject *obj)
 {
     if (is_jax_tracer(obj)) {
         explain_jax_tracer(fname, argname, obj);
-    }
-    else if (in_sequence) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() argument '%s' is a list or tuple, whose items must be real "
-                     "numbers, not %.200s", fname, argname, Py_TYPE(obj)->tp_name);
     }
     else {
         PyErr_Format(PyExc_TypeError,
@@ -114,13 +110,13 @@ generic_is_positive(LeakyState *st, PyObject *z)
 }
 
 static PyObject *
-forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha, int in_sequence)
+forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
 {
     if (is_exact_number(z)) {
         return forward_exact_number(z, alpha);
     }
     if (!is_number_operand(st, z)) {
-        return refuse_number("leaky_relu", "z", z, in_sequence);
+        return refuse_number("leaky_relu", "z", z);
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {
@@ -133,13 +129,13 @@ forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha, i
 }
 
 static PyObject *
-grad_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha, int in_sequence)
+grad_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
 {
     if (is_exact_number(z)) {
         return grad_exact_number(st, z, alpha_obj, alpha);
     }
     if (!is_number_operand(st, z)) {
-        return refuse_number("leaky_relu_grad", "z", z, in_sequence);
+        return refuse_number("leaky_relu_grad", "z", z);
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {
@@ -148,9 +144,8 @@ grad_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha, int 
     return Py_NewRef(positive ? st->one : (alpha_obj ? alpha_obj : st->default_alpha));
 }
 
-static PyObject *
-backward_item(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj, double alpha,
-              int in_sequence)
+PyObject *
+backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj, double alpha)
 {
     if (is_exact_number(grad) && is_exact_number(z)) {
         double g;
@@ -163,10 +158,10 @@ backward_item(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj, 
     /* grad * 1 would hand back a str or a list unchanged: only numbers here,
        and the same ones leaky_relu takes as z */
     if (!is_number_operand(st, grad)) {
-        return refuse_number("leaky_relu_backward", "grad_output", grad, in_sequence);
+        return refuse_number("leaky_relu_backward", "grad_output", grad);
     }
     if (!is_number_operand(st, z)) {
-        return refuse_number("leaky_relu_backward", "z", z, in_sequence);
+        return refuse_number("leaky_relu_backward", "z", z);
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {
@@ -176,27 +171,159 @@ backward_item(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj, 
 }
 
 PyObject *
-backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj, double alpha)
+unary_number(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj, double alpha)
 {
-    return backward_item(st, grad, z, alpha_obj, alpha, 0);
+    return op == OP_FORWARD ? forward_number(st, z, alpha_obj, alpha)
+                            : grad_number(st, z, alpha_obj, alpha);
+}
+/*
+ * Lists and tuples, nested to any depth up to PyBUF_MAX_NDIM (NumPy's own
+ * limit on dimensions): a list of the same shape, element by element, with
+ * the number rules.  The nesting must be rectangular, as an array's: at each
+ * depth every element is a sequence of one length, or every element a
+ * number.  The walk is depth first in order, so the first element met at a
+ * depth sets that depth's length and kind, and an error names the position
+ * that breaks it, z[1][0] style.
+ */
+typedef struct {
+    const char *fname;
+    const char *argname;
+    int number_depth;  /* depth of the sequences that hold numbers; -1 until seen */
+    Py_ssize_t lengths[PyBUF_MAX_NDIM];  /* lengths[d]: of the sequences at depth d */
+    int known;                           /* depths whose length is set */
+    Py_ssize_t index[PyBUF_MAX_NDIM];    /* where the walk is, for messages */
+} Nesting;
+
+/* "z[1][0]": the name and the indices down to (not including) depth. */
+static PyObject *
+position_name(const Nesting *nest, int depth)
+{
+    PyObject *name = PyUnicode_FromString(nest->argname);
+    for (int d = 0; d < depth && name != NULL; d++) {
+        PyObject *longer = PyUnicode_FromFormat("%U[%zd]", name, nest->index[d]);
+        Py_SETREF(name, longer);
+    }
+    return name;
+}
+
+/* "z[0][0]": the first position at a depth, which set its length and kind. */
+static PyObject *
+first_position_name(const Nesting *nest, int depth)
+{
+    PyObject *name = PyUnicode_FromString(nest->argname);
+    for (int d = 0; d < depth && name != NULL; d++) {
+        Py_SETREF(name, PyUnicode_FromFormat("%U[0]", name));
+    }
+    return name;
+}
+
+/* TypeError "leaky_relu() z is ragged: <at> ..., but <first> ...". */
+static void
+ragged(const Nesting *nest, int depth, const char *what_here, const char *what_first)
+{
+    PyObject *here = position_name(nest, depth);
+    PyObject *first = here ? first_position_name(nest, depth) : NULL;
+    if (first != NULL) {
+        PyErr_Format(PyExc_TypeError, "%s() %s is ragged: %U %s, but %U %s", nest->fname,
+                     nest->argname, here, what_here, first, what_first);
+    }
+    Py_XDECREF(here);
+    Py_XDECREF(first);
+}
+
+/*
+ * Checks a sequence of n elements found at depth against the shape seen so
+ * far (and records its length if it is the first at that depth); -1 with a
+ * TypeError if it breaks it.
+ */
+static int
+nesting_enter(Nesting *nest, int depth, Py_ssize_t n)
+{
+    if (depth >= PyBUF_MAX_NDIM) {  /* a list that holds itself ends here too */
+        PyErr_Format(PyExc_TypeError,
+                     "%s() %s nests deeper than %d levels (NumPy's limit on dimensions)",
+                     nest->fname, nest->argname, PyBUF_MAX_NDIM);
+        return -1;
+    }
+    if (nest->number_depth >= 0 && depth >= nest->number_depth) {
+        ragged(nest, depth, "is a sequence", "is a number");
+        return -1;
+    }
+    if (depth == nest->known) {
+        nest->lengths[depth] = n;
+        nest->known++;
+    }
+    else if (nest->lengths[depth] != n) {
+        PyObject *here = position_name(nest, depth);
+        PyObject *first = here ? first_position_name(nest, depth) : NULL;
+        if (first != NULL) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() %s is ragged: %U has %zd elements, but %U has %zd",
+                         nest->fname, nest->argname, here, n, first, nest->lengths[depth]);
+        }
+        Py_XDECREF(here);
+        Py_XDECREF(first);
+        return -1;
+    }
+    return 0;
+}
+
+/* A number (not a sequence) at depth: z[i] is at depth 1.  Inline: it runs
+   once per element of every list. */
+static inline int
+nesting_number(Nesting *nest, int depth)
+{
+    if ((nest->number_depth >= 0 && nest->number_depth != depth) || nest->known > depth) {
+        ragged(nest, depth, "is a number", "is a sequence");
+        return -1;
+    }
+    nest->number_depth = depth;
+    return 0;
+}
+
+/*
+ * An element's TypeError (a str, a dict: Python's `>` or `*` failed on it)
+ * again, with its position in front: "leaky_relu() at z[0][1]: '>' not
+ * supported ...", the original as its __cause__.  Elements are duck-typed as
+ * in the number rules (anything with `>` and `*` works), so the position is
+ * added when one fails rather than checked up front.
+ */
+static void
+name_failed_element(const Nesting *nest, const Nesting *other, int depth)
+{
+    if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+        return;
+    }
+    PyObject *type, *cause, *traceback;
+    PyErr_Fetch(&type, &cause, &traceback);
+    PyErr_NormalizeException(&type, &cause, &traceback);
+    if (traceback != NULL && cause != NULL) {
+        PyException_SetTraceback(cause, traceback);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    PyObject *here = position_name(nest, depth);
+    if (here != NULL && other != NULL) {  /* backward: "grad_output[1] and z[1]" */
+        PyObject *there = position_name(other, depth);
+        Py_SETREF(here, there ? PyUnicode_FromFormat("%U and %U", here, there) : NULL);
+        Py_XDECREF(there);
+    }
+    if (here != NULL) {
+        PyErr_Format(PyExc_TypeError, "%s() at %U: %S", nest->fname, here, cause);
+        Py_DECREF(here);
+        PyObject *exc_type, *exc, *exc_tb;
+        PyErr_Fetch(&exc_type, &exc, &exc_tb);
+        PyErr_NormalizeException(&exc_type, &exc, &exc_tb);
+        PyException_SetCause(exc, cause);  /* steals cause */
+        cause = NULL;
+        PyErr_Restore(exc_type, exc, exc_tb);
+    }
+    Py_XDECREF(cause);
 }
 
 static PyObject *
-unary_item(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj, double alpha,
-           int in_sequence)
-{
-    return op == OP_FORWARD ? forward_number(st, z, alpha_obj, alpha, in_sequence)
-                            : grad_number(st, z, alpha_obj, alpha, in_sequence);
-}
-
-PyObject *
-unary_number(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj, double alpha)
-{
-    return unary_item(st, op, z, alpha_obj, alpha, 0);
-}
-/* Lists and tuples: a list, element by element, with the number rules. */
-PyObject *
-unary_sequence(LeakyState *st, UnaryOp op, PyObject *seq, PyObject *alpha_obj, double alpha)
+unary_nested(LeakyState *st, UnaryOp op, PyObject *seq, int depth, Nesting *nest,
+             PyObject *alpha_obj, double alpha)
 {
     /* A snapshot: an element's __gt__ may mutate the list under us. */
     PyObject *items = PySequence_Tuple(seq);
@@ -204,18 +331,109 @@ unary_sequence(LeakyState *st, UnaryOp op, PyObject *seq, PyObject *alpha_obj, d
         return NULL;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(items);
-    PyObject *result = PyList_New(n);
-    if (result != NULL) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *value = unary_item(st, op, PyTuple_GET_ITEM(items, i), alpha_obj, alpha, 1);
-            if (value == NULL) {
-                Py_CLEAR(result);
-                break;
-            }
-            PyList_SET_ITEM(result, i, value);
+    PyObject *result = nesting_enter(nest, depth, n) < 0 ? NULL : PyList_New(n);
+    for (Py_ssize_t i = 0; result != NULL && i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(items, i), *value = NULL;
+        nest->index[depth] = i;
+        if (is_sequence(item)) {
+            value = unary_nested(st, op, item, depth + 1, nest, alpha_obj, alpha);
         }
+        else if (nesting_number(nest, depth + 1) == 0) {
+            value = unary_number(st, op, item, alpha_obj, alpha);
+            if (value == NULL) {
+                name_failed_element(nest, NULL, depth + 1);
+            }
+        }
+        if (value == NULL) {
+            Py_CLEAR(result);
+            break;
+        }
+        PyList_SET_ITEM(result, i, value);
     }
     Py_DECREF(items);
+    return result;
+}
+
+PyObject *
+unary_sequence(LeakyState *st, UnaryOp op, PyObject *seq, PyObject *alpha_obj, double alpha)
+{
+    /* fields set one by one: an initializer would zero the 1 KiB of arrays
+       on every call, a third of what a 10-element list costs */
+    Nesting nest;
+    nest.fname = op == OP_FORWARD ? "leaky_relu" : "leaky_relu_grad";
+    nest.argname = "z";
+    nest.number_depth = -1;
+    nest.known = 0;
+    return unary_nested(st, op, seq, 0, &nest, alpha_obj, alpha);
+}
+
+/*
+ * grad_output and z walked together: each must be rectangular on its own
+ * (as above) and the two of one shape, sequence for sequence.
+ */
+static PyObject *
+backward_nested(LeakyState *st, PyObject *grad_seq, PyObject *z_seq, int depth, Nesting *grads,
+                Nesting *zs, PyObject *alpha_obj, double alpha)
+{
+    PyObject *result = NULL;
+    PyObject *g_items = PySequence_Tuple(grad_seq);
+    PyObject *z_items = g_items ? PySequence_Tuple(z_seq) : NULL;
+    if (z_items == NULL) {
+        goto done;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(g_items);
+    if (PyTuple_GET_SIZE(z_items) != n) {
+        PyObject *g_name = position_name(grads, depth);
+        PyObject *z_name = g_name ? position_name(zs, depth) : NULL;
+        if (z_name != NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "leaky_relu_backward() %U and %U must have the same length, "
+                         "got %zd and %zd",
+                         g_name, z_name, n, PyTuple_GET_SIZE(z_items));
+        }
+        Py_XDECREF(g_name);
+        Py_XDECREF(z_name);
+        goto done;
+    }
+    if (nesting_enter(grads, depth, n) < 0 || nesting_enter(zs, depth, n) < 0) {
+        goto done;
+    }
+    result = PyList_New(n);
+    for (Py_ssize_t i = 0; result != NULL && i < n; i++) {
+        PyObject *g = PyTuple_GET_ITEM(g_items, i), *z = PyTuple_GET_ITEM(z_items, i);
+        PyObject *value = NULL;
+        grads->index[depth] = zs->index[depth] = i;
+        int g_seq = is_sequence(g), z_seq = is_sequence(z);
+        if (g_seq && z_seq) {
+            value = backward_nested(st, g, z, depth + 1, grads, zs, alpha_obj, alpha);
+        }
+        else if (g_seq || z_seq) {
+            PyObject *g_name = position_name(grads, depth + 1);
+            PyObject *z_name = g_name ? position_name(zs, depth + 1) : NULL;
+            if (z_name != NULL) {
+                PyErr_Format(PyExc_TypeError,
+                             "leaky_relu_backward() %U and %U must both be sequences or both "
+                             "numbers, not %.200s and %.200s",
+                             g_name, z_name, Py_TYPE(g)->tp_name, Py_TYPE(z)->tp_name);
+            }
+            Py_XDECREF(g_name);
+            Py_XDECREF(z_name);
+        }
+        else if (nesting_number(grads, depth + 1) == 0 && nesting_number(zs, depth + 1) == 0) {
+            value = backward_number(st, g, z, alpha_obj, alpha);
+            if (value == NULL) {
+                name_failed_element(grads, zs, depth + 1);
+            }
+        }
+        if (value == NULL) {
+            Py_CLEAR(result);
+            break;
+        }
+        PyList_SET_ITEM(result, i, value);
+    }
+done:
+    Py_XDECREF(g_items);
+    Py_XDECREF(z_items);
     return result;
 }
 
@@ -223,34 +441,11 @@ PyObject *
 backward_sequence(LeakyState *st, PyObject *grad_seq, PyObject *z_seq, PyObject *alpha_obj,
                   double alpha)
 {
-    PyObject *result = NULL;
-    PyObject *grads = PySequence_Tuple(grad_seq);
-    PyObject *zs = grads ? PySequence_Tuple(z_seq) : NULL;
-    if (zs == NULL) {
-        goto done;
-    }
-    Py_ssize_t n = PyTuple_GET_SIZE(grads);
-    if (PyTuple_GET_SIZE(zs) != n) {
-        PyErr_Format(PyExc_ValueError,
-                     "leaky_relu_backward() grad_output and z must have the same length, "
-                     "got %zd and %zd", n, PyTuple_GET_SIZE(zs));
-        goto done;
-    }
-    result = PyList_New(n);
-    if (result == NULL) {
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *value = backward_item(st, PyTuple_GET_ITEM(grads, i),
-                                        PyTuple_GET_ITEM(zs, i), alpha_obj, alpha, 1);
-        if (value == NULL) {
-            Py_CLEAR(result);
-            goto done;
-        }
-        PyList_SET_ITEM(result, i, value);
-    }
-done:
-    Py_XDECREF(grads);
-    Py_XDECREF(zs);
-    return result;
+    Nesting grads, zs;  /* as in unary_sequence: only what is read before it is written */
+    grads.fname = zs.fname = "leaky_relu_backward";
+    grads.argname = "grad_output";
+    zs.argname = "z";
+    grads.number_depth = zs.number_depth = -1;
+    grads.known = zs.known = 0;
+    return backward_nested(st, grad_seq, z_seq, 0, &grads, &zs, alpha_obj, alpha);
 }

@@ -183,6 +183,30 @@ def test_integer_chunks_give_float64(client: Client, dtype: str) -> None:
     assert leaky.dask.result_dtype(dtype) == np.float64
 
 
+@pytest.mark.parametrize("name", FUNCS)
+def test_dask_arrays_passed_to_leakys_functions_stay_lazy(client: Client, name: str) -> None:
+    # the route through leaky.ufunc: Dask's __array_ufunc__ gives a lazy array
+    # blockwise, as np.maximum(x, 0.2 * x) would; computed on the cluster
+    arrays = numpy_inputs(name, "f", SHAPE2)
+    lazy = [da.from_array(a, chunks=CHUNKS2) for a in arrays]
+    result = getattr(leaky, name)(*lazy, 0.2)
+    reference = np.maximum(lazy[0], np.float32(0.2) * lazy[0])
+    assert type(result) is type(reference) is da.Array
+    assert result.chunks == reference.chunks and result.dtype == np.float32
+    check(name, client.compute(result).result(), arrays, 0.2)
+
+
+def test_dask_arrays_with_per_channel_slopes(client: Client) -> None:
+    z = sample("f", (3, 40, 50), seed=21)
+    slopes = np.array([0.1, -0.5, 2.0], dtype=np.float32).reshape(3, 1, 1)
+    result = leaky.ufunc.leaky_relu(da.from_array(z, chunks=(1, 20, 50)), slopes)
+    assert type(result) is da.Array
+    got = client.compute(result).result()
+    for c in range(3):
+        alpha = float(slopes[c, 0, 0])
+        assert_matches(got[c], expected_forward(z[c], alpha), "f", alpha)
+
+
 def test_numpy_input_is_accepted() -> None:
     x = sample("f", (1_000,), seed=10)
     result = leaky.dask.leaky_relu(x, 0.2)

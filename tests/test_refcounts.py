@@ -95,6 +95,62 @@ def test_error_paths() -> None:
     check_stable(lambda: leaky_relu(huge), [huge], OverflowError)
 
 
+def test_ufunc_and_its_routes() -> None:
+    # leaky.ufunc itself, and what leaky's functions send through it
+    import leaky.ufunc as lu
+
+    x = np.linspace(-1, 1, 50)
+    out = np.empty_like(x)
+    alpha = 0.25
+    slopes = np.linspace(0.1, 0.5, 50)
+    check_stable(lambda: lu.leaky_relu(x, alpha), [x, alpha])
+    check_stable(lambda: lu.leaky_relu(x, slopes, out=out), [x, slopes, out])
+    check_stable(lambda: lu.leaky_relu_backward(x, x, alpha), [x, alpha])
+    masked = np.ma.masked_array(x, mask=x > 0.5)
+    check_stable(lambda: leaky_relu(masked, alpha), [masked, alpha])
+    check_stable(lambda: leaky_relu(masked), [masked])
+    check_stable(lambda: leaky_relu_grad(masked, alpha), [masked, alpha])
+    check_stable(lambda: leaky_relu_backward(masked, x, alpha), [masked, x, alpha])
+    masked_out = np.ma.masked_array(np.empty_like(x))
+    check_stable(lambda: leaky_relu(masked, alpha, out=masked_out), [masked, masked_out])
+
+    class OnlyArray:
+        def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+            return x
+
+    wrapped = OnlyArray()
+    check_stable(lambda: leaky_relu(wrapped, alpha), [wrapped, alpha, x])
+    check_stable(lambda: leaky_relu_backward(wrapped, x, alpha), [wrapped, x, alpha])
+
+
+def test_nested_lists_and_their_errors() -> None:
+    frac = Fraction(-1, 3)
+    nested = [[1.0, -2.0], [frac, 4]]
+    alpha = 0.5
+    check_stable(lambda: leaky_relu(nested, alpha), [nested, alpha, frac])
+    check_stable(lambda: leaky_relu_grad(nested, alpha), [nested, alpha, frac])
+    check_stable(lambda: leaky_relu_backward(nested, nested, alpha), [nested, alpha, frac])
+    ragged = [[1.0, 2.0], [3.0]]
+    check_stable(lambda: leaky_relu(ragged), [ragged], TypeError)
+    text = "a"
+    with_text = [[1.0], [text]]
+    check_stable(lambda: leaky_relu(with_text), [with_text, text], TypeError)
+    pair = [[1.0], [2.0]]
+    check_stable(lambda: leaky_relu_backward(with_text, pair), [with_text, pair], TypeError)
+    short = [[1.0]]
+    check_stable(lambda: leaky_relu_backward(nested, short), [nested, short], ValueError)
+    loop: list[Any] = []
+    loop.append(loop)
+    check_stable(lambda: leaky_relu(loop), [loop], TypeError)
+
+
+def test_array_alpha_errors() -> None:
+    x = np.linspace(-1, 1, 8)
+    slopes = np.ones(8)
+    check_stable(lambda: leaky_relu(x, slopes), [x, slopes], TypeError)
+    check_stable(lambda: leaky_relu([1.0], slopes), [slopes], TypeError)
+
+
 def test_dlpack_paths() -> None:
     """DLPack tensors in (ctypes exporter) and out (ResultBuffer.__dlpack__), errors included."""
     from dlpack_exporter import COMPLEX, Exporter, consume, exporter_of

@@ -11,6 +11,8 @@ See docs/semantics.md in the source repository for the exact semantics, and
 ``help()`` on each function.
 """
 
+import sys
+
 from leaky._leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
 from leaky._version import __version__
 
@@ -23,3 +25,17 @@ for _func in (leaky_relu, leaky_relu_grad, leaky_relu_backward):
 del _func
 
 __all__ = ["__version__", "leaky_relu", "leaky_relu_backward", "leaky_relu_grad"]
+
+TYPE_CHECKING = False  # what typing.TYPE_CHECKING is at run time, without importing typing
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from leaky import ufunc as ufunc
+
+
+def __getattr__(name: str) -> "ModuleType":
+    """``leaky.ufunc``, imported on first access: it imports NumPy, ``import leaky`` never does."""
+    if name == "ufunc":
+        __import__("leaky.ufunc")
+        return sys.modules["leaky.ufunc"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
