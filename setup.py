@@ -65,7 +65,8 @@ SOURCES = [
     "numbers",  # Python numbers and lists/tuples of them
     "buffers",  # the buffer paths: operands, outputs, overlap, results
     "numpy_fastpath",  # exact ndarrays without the buffer protocol
-    "result_buffer",  # the exporter behind memoryview results
+    "result_buffer",  # the exporter behind memoryview and DLPack results
+    "dlpack",  # DLPack tensors in (torch, JAX, the array API) and results out
     "driver",  # loop plans over any strides, run here or on the pool
     "pool",  # the thread pool and its thread shims
     "formats",  # buffer format strings to element kinds
@@ -108,7 +109,7 @@ setup(
         Extension(
             "leaky._leaky",
             sources=[f"csrc/{name}.c" for name in SOURCES],
-            depends=["csrc/leaky.h", "csrc/ufunc_api.h"],
+            depends=["csrc/leaky.h", "csrc/dlpack.h", "csrc/ufunc_api.h"],
             extra_compile_args=compile_args,
             extra_link_args=link_args,
             libraries=libraries,

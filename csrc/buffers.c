@@ -44,6 +44,7 @@ operand_normalize(Operand *op, const char *fname)
 static void
 operand_release(Operand *op)
 {
+    dlpack_release(op);
     if (op->acquired) {
         PyBuffer_Release(&op->view);
         op->acquired = 0;
@@ -51,7 +52,7 @@ operand_release(Operand *op)
 }
 
 /* The pending exception, taken out (NULL if none), and put back. */
-static PyObject *
+PyObject *
 take_exception(void)
 {
 #if PY_VERSION_HEX >= 0x030C0000
@@ -72,7 +73,7 @@ take_exception(void)
 #endif
 }
 
-static void
+void
 put_back_exception(PyObject *exc)
 {
 #if PY_VERSION_HEX >= 0x030C0000
@@ -114,6 +115,45 @@ explain_refused_export(const char *fname, const char *argname, PyObject *obj)
     return -1;
 }
 
+/*
+ * The buffer export of obj failed: may it come through DLPack instead?  For
+ * a BufferError from an exporter with __dlpack__ (jaxlib refuses bfloat16
+ * buffers that way), yes, and the error is cleared.  NumPy's own refusals
+ * (ValueError, for dtypes without a format) keep explain_refused_export's
+ * message: NumPy's DLPack export refuses the same dtypes.
+ */
+static int
+dlpack_instead(LeakyState *st, PyObject *obj)
+{
+    if (!PyErr_ExceptionMatches(PyExc_BufferError)) {
+        return 0;
+    }
+    PyObject *refusal = take_exception();
+    int has = has_dlpack(st, obj);
+    if (has == 1) {
+        Py_DECREF(refusal);
+        return 1;
+    }
+    if (has < 0) {
+        PyErr_Clear();
+    }
+    put_back_exception(refusal);
+    return 0;
+}
+
+/* "float32 ('f')", or "bfloat16", which has no format: for messages about out=. */
+static void
+describe_result(ElemKind kind, char *text, size_t size)
+{
+    const char *format = format_of_result(kind);
+    if (format != NULL) {
+        snprintf(text, size, "%s ('%s')", name_of_result(kind), format);
+    }
+    else {
+        snprintf(text, size, "%s", name_of_result(kind));
+    }
+}
+
 static int
 operand_acquire_input(LeakyState *st, Operand *op, PyObject *obj, const char *fname,
                       const char *argname)
@@ -121,7 +161,13 @@ operand_acquire_input(LeakyState *st, Operand *op, PyObject *obj, const char *fn
     if (ndarray_operand(st, obj, op, 0)) {
         return operand_check_size(op, fname, argname);
     }
+    if (!PyObject_CheckBuffer(obj)) {  /* leaky.c sends only DLPack exporters here */
+        return dlpack_operand(st, obj, op, fname, argname, 0);
+    }
     if (PyObject_GetBuffer(obj, &op->view, PyBUF_RECORDS_RO) < 0) {
+        if (dlpack_instead(st, obj)) {
+            return dlpack_operand(st, obj, op, fname, argname, 0);
+        }
         return explain_refused_export(fname, argname, obj);
     }
     op->acquired = 1;
@@ -171,12 +217,17 @@ static int
 operand_acquire_out(LeakyState *st, Operand *op, PyObject *obj, const char *fname,
                     ElemKind result_kind, const Operand *like)
 {
-    const char *want = format_of_result(result_kind);
-    if (!PyObject_CheckBuffer(obj)) {
+    char want[40];
+    describe_result(result_kind, want, sizeof want);
+    int is_buffer = PyObject_CheckBuffer(obj);
+    int dlpack = is_buffer ? 0 : has_dlpack(st, obj);
+    if (dlpack < 0) {
+        return -1;
+    }
+    if (!is_buffer && !dlpack) {
         PyErr_Format(PyExc_TypeError,
-                     "%s() argument 'out' must be a writable buffer of format '%s' (%s), "
-                     "not %.200s", fname, want, name_of_result(result_kind),
-                     Py_TYPE(obj)->tp_name);
+                     "%s() argument 'out' must be a writable buffer or tensor of %s, not %.200s",
+                     fname, want, Py_TYPE(obj)->tp_name);
         return -1;
     }
     ElemKind kind;
@@ -184,8 +235,33 @@ operand_acquire_out(LeakyState *st, Operand *op, PyObject *obj, const char *fnam
     if (ndarray_operand(st, obj, op, 1)) {
         kind = op->kind;
     }
+    else if (dlpack) {
+        if (dlpack_operand(st, obj, op, fname, "out", 1) < 0) {
+            return -1;
+        }
+        kind = op->kind;
+    }
     else {
         if (PyObject_GetBuffer(obj, &op->view, PyBUF_RECORDS_RO) < 0) {
+            /* no DLPack door for out=: an exporter that refuses its buffer
+               (jaxlib, for bfloat16) says nothing of writability through
+               DLPack 0.x, and JAX arrays are immutable; read-only, then */
+            if (PyErr_ExceptionMatches(PyExc_BufferError)) {
+                PyObject *refusal = take_exception();
+                int tensor = has_dlpack(st, obj);
+                PyErr_Clear();  /* has_dlpack's own error, if any: the refusal matters more */
+                if (tensor == 1) {
+                    PyErr_Format(PyExc_ValueError,
+                                 "%s() argument 'out' is read-only: %.200s refused its buffer, "
+                                 "and leaky writes only into writable buffers and tensors",
+                                 fname, Py_TYPE(obj)->tp_name);
+                    PyObject *explained = take_exception();
+                    PyException_SetCause(explained, refusal);  /* steals refusal */
+                    put_back_exception(explained);
+                    return -1;
+                }
+                put_back_exception(refusal);
+            }
             return explain_refused_export(fname, "out", obj);
         }
         op->acquired = 1;
@@ -195,11 +271,21 @@ operand_acquire_out(LeakyState *st, Operand *op, PyObject *obj, const char *fnam
         }
         parsed = parse_format(op->view.format, op->view.itemsize, &kind);
     }
+    if (op->dlpack != NULL && kind != result_kind) {
+        static const char *const names[KIND_COUNT] = {
+            [KIND_F16] = "float16", [KIND_F32] = "float32", [KIND_F64] = "float64",
+            [KIND_BF16] = "bfloat16", [KIND_BOOL] = "bool", [KIND_I8] = "int8",
+            [KIND_I16] = "int16", [KIND_I32] = "int32", [KIND_I64] = "int64",
+            [KIND_U8] = "uint8", [KIND_U16] = "uint16", [KIND_U32] = "uint32",
+            [KIND_U64] = "uint64"};
+        PyErr_Format(PyExc_TypeError, "%s() argument 'out' has dtype %s but the result is %s",
+                     fname, names[kind], want);
+        return -1;
+    }
     if (parsed != FORMAT_OK || kind != result_kind) {
         PyErr_Format(PyExc_TypeError,
-                     "%s() argument 'out' has buffer format '%s' but the result is %s ('%s')",
-                     fname, op->view.format ? op->view.format : "B",
-                     name_of_result(result_kind), want);
+                     "%s() argument 'out' has buffer format '%s' but the result is %s",
+                     fname, op->view.format ? op->view.format : "B", want);
         return -1;
     }
     op->kind = kind;
@@ -266,7 +352,10 @@ new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand
         if (shape == NULL) {
             return -1;
         }
-        PyObject *format = PyUnicode_FromString(format_of_result(result_kind));
+        /* bfloat16 has no format: its name, for the DLPack containers */
+        const char *format_text = format_of_result(result_kind);
+        PyObject *format =
+            PyUnicode_FromString(format_text ? format_text : name_of_result(result_kind));
         if (format == NULL) {
             Py_DECREF(shape);
             return -1;
@@ -285,11 +374,18 @@ new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand
                 Py_DECREF(made);
                 return -1;
             }
-            *target = Py_NewRef(PyTuple_GET_ITEM(made, 0));
+            PyObject *made_target = PyTuple_GET_ITEM(made, 0);
             PyObject *fin = PyTuple_GET_ITEM(made, 1);
             *finish = fin == Py_None ? NULL : Py_NewRef(fin);
-            Py_DECREF(made);
-            return 0;
+            if (made_target != Py_None) {
+                *target = Py_NewRef(made_target);
+                Py_DECREF(made);
+                return 0;
+            }
+            Py_DECREF(made);  /* (None, finish): a ResultBuffer, then finish */
+            *target = result_buffer_new(st->result_buffer_type, result_kind, like->view.ndim,
+                                        like->shape);
+            return *target == NULL ? -1 : 0;
         }
         Py_DECREF(made);
     }
@@ -297,8 +393,10 @@ new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand
     if (*target == NULL) {
         return -1;
     }
-    *finish = (PyObject *)&PyMemoryView_Type;
-    Py_INCREF(*finish);
+    /* a tensor of no known library gets the ResultBuffer itself, which
+       exports __dlpack__ (and, but for bfloat16, a buffer); buffers get a
+       memoryview of it */
+    *finish = like->dlpack != NULL ? NULL : Py_NewRef((PyObject *)&PyMemoryView_Type);
     return 0;
 }
 /* Fills out_op with the buffer to write: the caller's out=, or a new result. */
@@ -325,6 +423,10 @@ prepare_output(LeakyState *st, const char *fname, PyObject *source, PyObject *ou
     }
     if (PyErr_Occurred() || new_result(st, source, result_kind, like, target, finish) < 0) {
         return -1;
+    }
+    if (Py_TYPE(*target) == st->result_buffer_type) {
+        result_buffer_operand(*target, out_op);  /* also for bfloat16, which has no format */
+        return 0;
     }
     if (PyObject_GetBuffer(*target, &out_op->view, PyBUF_RECORDS) < 0) {
         return -1;

@@ -157,7 +157,7 @@ reject_out_for(const char *fname, PyObject *out_obj, PyObject *z)
         return 0;
     }
     PyErr_Format(PyExc_TypeError,
-                 "%s() argument 'out' is only supported for buffer inputs, not %.200s",
+                 "%s() argument 'out' is only supported for buffer and tensor inputs, not %.200s",
                  fname, Py_TYPE(z)->tp_name);
     return -1;
 }
@@ -191,6 +191,10 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
             return unary_via_ufunc(st, op, z, alpha_obj, out_obj);
         }
         return unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
+    }
+    int tensor = is_dlpack_tensor(st, z);  /* torch and array-API tensors (dlpack.c) */
+    if (tensor != 0) {
+        return tensor < 0 ? NULL : unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
     }
     if (!is_sequence(z) && is_array_like(st, z)) {  /* pandas, xarray, Dask: leaky.ufunc */
         return unary_via_ufunc(st, op, z, alpha_obj, out_obj);
@@ -281,7 +285,10 @@ leaky_relu_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, P
         parse_threads(fname, values[4], &threads) < 0) {
         return NULL;
     }
-    int grad_is_buffer = PyObject_CheckBuffer(grad), z_is_buffer = PyObject_CheckBuffer(z);
+    int grad_is_buffer = buffer_or_tensor(st, grad), z_is_buffer = buffer_or_tensor(st, z);
+    if (grad_is_buffer < 0 || z_is_buffer < 0) {
+        return NULL;
+    }
     if (grad_is_buffer && z_is_buffer) {
         if (is_ndarray_subclass(grad) || is_ndarray_subclass(z)) {  /* array_route.c */
             return backward_via_ufunc(st, grad, z, alpha_obj, out_obj);
@@ -296,8 +303,8 @@ leaky_relu_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, P
     }
     if (grad_is_buffer || z_is_buffer || grad_is_seq != z_is_seq) {
         PyErr_Format(PyExc_TypeError,
-                     "%s() grad_output and z must both be buffers, both sequences or both "
-                     "numbers, not %.200s and %.200s",
+                     "%s() grad_output and z must both be buffers or tensors, both sequences "
+                     "or both numbers, not %.200s and %.200s",
                      fname, Py_TYPE(grad)->tp_name, Py_TYPE(z)->tp_name);
         return NULL;
     }
@@ -328,10 +335,12 @@ PyDoc_STRVAR(leaky_relu_doc,
 "format; integer and bool buffers give float64.  float32 computes\n"
 "z * float32(alpha) in float32; float16 computes in float32 and rounds once,\n"
 "as PyTorch does.  A NumPy input gives a NumPy result, array.array gives\n"
-"array.array, anything else a memoryview.\n"
+"array.array, anything else a memoryview.  CPU tensors with __dlpack__\n"
+"(PyTorch, JAX, array-API libraries; bfloat16 included) are read through\n"
+"DLPack and give a tensor of their own library.\n"
 "\n"
-"out, for buffers only, receives the result and is returned; it may be z\n"
-"itself (in place) and may overlap z.\n"
+"out, for buffers and tensors only, receives the result and is returned;\n"
+"it may be z itself (in place) and may overlap z.\n"
 "\n"
 "threads, for buffers only: None splits large arrays (32768 elements and\n"
 "up) across all the CPUs this process may use; an int caps the count (1\n"
@@ -562,6 +571,9 @@ leaky_exec(PyObject *module)
         st->one == NULL) {
         return -1;
     }
+    if (dlpack_init_state(st) < 0) {
+        return -1;
+    }
     if (intern_into(&st->str_z, "z") < 0 || intern_into(&st->str_alpha, "alpha") < 0 ||
         intern_into(&st->str_out, "out") < 0 || intern_into(&st->str_threads, "threads") < 0 ||
         intern_into(&st->str_grad_output, "grad_output") < 0) {
@@ -630,6 +642,7 @@ leaky_clear(PyObject *module)
     Py_CLEAR(st->str_out);
     Py_CLEAR(st->str_threads);
     Py_CLEAR(st->str_grad_output);
+    dlpack_clear_state(st);
     clear_array_route(st);
     return 0;
 }

@@ -611,6 +611,7 @@ outer_stride(Py_ssize_t stride, Py_ssize_t side)
 typedef struct {
     Py_buffer view;
     int acquired;
+    PyObject *dlpack;  /* the used DLPack capsule behind view, if any (dlpack.c) */
     ElemKind kind;
     Py_ssize_t shape[PyBUF_MAX_NDIM];
     Py_ssize_t strides[PyBUF_MAX_NDIM];
@@ -737,6 +738,11 @@ typedef struct {
     PyObject *str_out;
     PyObject *str_threads;
     PyObject *str_grad_output;
+    PyObject *str_dlpack;          /* "__dlpack__" (dlpack.c) */
+    PyObject *str_dlpack_device;   /* "__dlpack_device__" */
+    PyObject *dlpack_kwnames;      /* ("max_version",) */
+    PyObject *dlpack_max_version;  /* (1, 0) */
+    PyObject *array_like_names[4]; /* what makes a number an array-like (numbers.c) */
     PyObject *str_array_protocols[6];  /* array_route.c: "numpy", "__array_ufunc__", ... */
 } LeakyState;
 
@@ -858,6 +864,7 @@ is_sequence(PyObject *obj)
 }
 
 int is_real_number(PyObject *obj);
+int is_number_operand(LeakyState *st, PyObject *obj);
 PyObject *unary_number(LeakyState *st, UnaryOp op, PyObject *z, PyObject *alpha_obj,
                        double alpha);
 PyObject *backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj,
@@ -881,8 +888,31 @@ int ndarray_operand(LeakyState *st, PyObject *obj, Operand *op, int writable);
 PyObject *new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_kind,
                              const Operand *like, Operand *out_op);
 
+PyObject *take_exception(void);
+void put_back_exception(PyObject *exc);
+
 extern PyType_Spec result_buffer_spec;
 PyObject *result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape);
+void result_buffer_operand(PyObject *result, Operand *op);
+
+/* ------------------------------------------------------------------ */
+/* DLPack (dlpack.c): tensors in as Operands, results out as capsules  */
+/* ------------------------------------------------------------------ */
+
+int dlpack_init_state(LeakyState *st);
+void dlpack_clear_state(LeakyState *st);
+int has_dlpack(LeakyState *st, PyObject *obj);
+int buffer_or_tensor(LeakyState *st, PyObject *obj);
+int is_dlpack_tensor(LeakyState *st, PyObject *obj);
+int dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
+                   const char *argname, int writable);
+void dlpack_release(Operand *op);
+PyObject *dlpack_export(char *data, ElemKind kind, int ndim, const Py_ssize_t *shape,
+                        const Py_ssize_t *byte_strides, int versioned, int copied);
+void shared_data_retain(char *data);   /* result_buffer.c: a result's elements, */
+void shared_data_release(char *data);  /* shared with the tensors it exported */
+int is_jax_tracer(PyObject *obj);
+void explain_jax_tracer(const char *fname, const char *argname, PyObject *obj);
 
 /* ------------------------------------------------------------------ */
 /* leaky.ufunc's capsule and the route to it (array_route.c)          */

@@ -19,6 +19,78 @@ is_real_number(PyObject *obj)
     return nb != NULL && (nb->nb_float != NULL || nb->nb_index != NULL);
 }
 
+/* Whether the type of obj has attribute `name`, without raising: 1 or 0. */
+static int
+type_has(PyObject *obj, PyObject *name)
+{
+    PyObject *found;
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyObject_GetOptionalAttr((PyObject *)Py_TYPE(obj), name, &found) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+#else
+    found = PyObject_GetAttr((PyObject *)Py_TYPE(obj), name);
+    if (found == NULL) {
+        PyErr_Clear();
+    }
+#endif
+    Py_XDECREF(found);
+    return found != NULL;
+}
+
+/*
+ * What the number path accepts as z or grad_output (it runs Python's
+ * `z > 0` on it, and multiplies), so that no array-like ever reaches it: a
+ * float or int (subclasses included), or an object whose type has
+ * __float__ or __index__ (Fraction, Decimal, your own real numbers) and is
+ * no collection and no array: no __len__ (sequence or mapping), no
+ * __iter__, and none of __array__, __array_interface__, __array_struct__
+ * or __dlpack__.  Checked on the type, so a __getattr__ cannot fake it.
+ * Looser than alpha's is_real_number on purpose: alpha is one number by
+ * definition, where NumPy's scalars (which have __array__) are welcome.
+ */
+int
+is_number_operand(LeakyState *st, PyObject *obj)
+{
+    if (PyFloat_Check(obj) || PyLong_Check(obj)) {
+        return 1;
+    }
+    PyTypeObject *type = Py_TYPE(obj);
+    PyNumberMethods *nb = type->tp_as_number;
+    if (nb == NULL || (nb->nb_float == NULL && nb->nb_index == NULL)) {
+        return 0;
+    }
+    if ((type->tp_as_sequence != NULL && type->tp_as_sequence->sq_length != NULL) ||
+        (type->tp_as_mapping != NULL && type->tp_as_mapping->mp_length != NULL) ||
+        type->tp_iter != NULL) {
+        return 0;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (type_has(obj, st->array_like_names[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The TypeError for a z or grad_output that the number path refuses (in a
+   list, unary_nested and backward_nested add the position). */
+static PyObject *
+refuse_number(const char *fname, const char *argname, PyObject *obj)
+{
+    if (is_jax_tracer(obj)) {
+        explain_jax_tracer(fname, argname, obj);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s' must be a real number, a list or tuple of them, a "
+                     "buffer or a DLPack tensor, not %.200s",
+                     fname, argname, Py_TYPE(obj)->tp_name);
+    }
+    return NULL;
+}
+
 /* z as a double for exact floats and ints; -1 with an exception on overflow. */
 static int
 exact_number_as_double(PyObject *z, double *out)
@@ -43,6 +115,9 @@ forward_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
     if (is_exact_number(z)) {
         return forward_exact_number(z, alpha);
     }
+    if (!is_number_operand(st, z)) {
+        return refuse_number("leaky_relu", "z", z);
+    }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {
         return NULL;
@@ -58,6 +133,9 @@ grad_number(LeakyState *st, PyObject *z, PyObject *alpha_obj, double alpha)
 {
     if (is_exact_number(z)) {
         return grad_exact_number(st, z, alpha_obj, alpha);
+    }
+    if (!is_number_operand(st, z)) {
+        return refuse_number("leaky_relu_grad", "z", z);
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {
@@ -77,13 +155,13 @@ backward_number(LeakyState *st, PyObject *grad, PyObject *z, PyObject *alpha_obj
         /* the NaN rule (leaky.h): a NaN g comes back quieted, whatever alpha is */
         return PyFloat_FromDouble(product64(g, exact_number_is_positive(z) ? 1.0 : alpha));
     }
-    /* grad * 1 would hand back a str or a list unchanged: only numbers here */
-    if (!is_real_number(grad)) {
-        PyErr_Format(PyExc_TypeError,
-                     "leaky_relu_backward() argument 'grad_output' must be a real number, "
-                     "a sequence of them or a buffer, not %.200s",
-                     Py_TYPE(grad)->tp_name);
-        return NULL;
+    /* grad * 1 would hand back a str or a list unchanged: only numbers here,
+       and the same ones leaky_relu takes as z */
+    if (!is_number_operand(st, grad)) {
+        return refuse_number("leaky_relu_backward", "grad_output", grad);
+    }
+    if (!is_number_operand(st, z)) {
+        return refuse_number("leaky_relu_backward", "z", z);
     }
     int positive = generic_is_positive(st, z);
     if (positive < 0) {

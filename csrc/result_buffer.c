@@ -1,13 +1,17 @@
 /*
- * result_buffer.c: ResultBuffer, the exporter behind memoryview results.
+ * result_buffer.c: ResultBuffer, the exporter behind memoryview results and,
+ * through __dlpack__, behind torch, JAX and array-API results.
  */
 #include "leaky.h"
+#include "dlpack.h"
 
 /*
  * A C-contiguous block with a format and a shape, exported through the
- * buffer protocol.  memoryview.cast cannot make 0-d views, views with a zero
- * in the shape, or float16 views, so results for exporters other than NumPy
- * and array.array are memoryviews of one of these.
+ * buffer protocol and DLPack.  memoryview.cast cannot make 0-d views, views
+ * with a zero in the shape, or float16 views, so results for exporters
+ * other than NumPy and array.array are memoryviews of one of these; results
+ * for tensors are the caller's library's from_dlpack of one.  bfloat16 has
+ * no buffer format, so a bfloat16 one exports through DLPack only.
  */
 typedef struct {
     PyObject_VAR_HEAD        /* ob_size = ndim; shape then strides follow */
@@ -16,6 +20,60 @@ typedef struct {
     ElemKind kind;
     Py_ssize_t dims[1];      /* 2 * ndim entries: shape, then strides */
 } ResultBuffer;
+
+/*
+ * The elements live in a block of their own, with a reference count in a
+ * header before them: the ResultBuffer holds one reference, and each tensor
+ * exported through __dlpack__ another.  A DLPack consumer may call its
+ * deleter on any thread, with or without the GIL, in any interpreter, even
+ * during finalization, so the deleter touches no Python object: it drops
+ * its reference atomically, and whoever drops the last frees the block
+ * (raw allocator: no GIL needed).  The elements start on a 64-byte
+ * boundary: XLA wraps a DLPack tensor without a copy only when it is so
+ * aligned (jax.numpy.from_dlpack copied every result before), and a cache
+ * line per AVX-512 store does no harm either.
+ */
+#define SHARED_ALIGNMENT 64
+
+typedef struct {
+    long long refs;
+    void *block;  /* what PyMem_RawMalloc returned */
+} SharedHeader;
+
+static char *
+shared_data_new(Py_ssize_t nbytes)
+{
+    size_t size = sizeof(SharedHeader) + SHARED_ALIGNMENT + (size_t)(nbytes > 0 ? nbytes : 1);
+    if ((size_t)nbytes > PY_SSIZE_T_MAX - sizeof(SharedHeader) - SHARED_ALIGNMENT) {
+        return NULL;
+    }
+    char *block = PyMem_RawMalloc(size);
+    if (block == NULL) {
+        return NULL;
+    }
+    uintptr_t start = ((uintptr_t)block + sizeof(SharedHeader) + SHARED_ALIGNMENT - 1) &
+                      ~(uintptr_t)(SHARED_ALIGNMENT - 1);
+    char *data = block + (start - (uintptr_t)block);
+    SharedHeader *header = (SharedHeader *)data - 1;
+    header->refs = 1;
+    header->block = block;
+    return data;
+}
+
+void
+shared_data_retain(char *data)
+{
+    ATOMIC_ADD(&((SharedHeader *)data - 1)->refs, 1);
+}
+
+void
+shared_data_release(char *data)
+{
+    SharedHeader *header = (SharedHeader *)data - 1;
+    if (ATOMIC_ADD(&header->refs, -1) == 1) {
+        PyMem_RawFree(header->block);
+    }
+}
 
 PyObject *
 result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape)
@@ -39,7 +97,7 @@ result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t 
     }
     self->nbytes = nbytes;
     /* not zero-filled: every byte is written before anyone can see it */
-    self->data = PyMem_Malloc(nbytes > 0 ? (size_t)nbytes : 1);
+    self->data = shared_data_new(nbytes);
     if (self->data == NULL) {
         Py_DECREF(self);
         return PyErr_NoMemory();
@@ -47,12 +105,37 @@ result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t 
     return (PyObject *)self;
 }
 
+/* The block as the driver's output operand (buffers.c, prepare_output). */
+void
+result_buffer_operand(PyObject *result, Operand *op)
+{
+    ResultBuffer *self = (ResultBuffer *)result;
+    const int ndim = (int)Py_SIZE(self);
+    Py_buffer *v = &op->view;
+    memset(v, 0, sizeof *v);
+    v->buf = self->data;
+    v->len = self->nbytes;
+    v->itemsize = itemsize_of_result(self->kind);
+    v->ndim = ndim;
+    v->shape = op->shape;
+    v->strides = op->strides;
+    for (int d = 0; d < ndim; d++) {
+        op->shape[d] = self->dims[d];
+        op->strides[d] = self->dims[ndim + d];
+    }
+    op->kind = self->kind;
+    op->acquired = 0;  /* the caller's reference to the block keeps it alive */
+    op->dlpack = NULL;
+}
+
 static void
 result_buffer_dealloc(PyObject *op)
 {
     ResultBuffer *self = (ResultBuffer *)op;
     PyTypeObject *type = Py_TYPE(op);
-    PyMem_Free(self->data);
+    if (self->data != NULL) {
+        shared_data_release(self->data);
+    }
     type->tp_free(op);
     Py_DECREF(type);
 }
@@ -73,6 +156,14 @@ result_buffer_getbuffer(PyObject *op, Py_buffer *view, int flags)
             return -1;
         }
     }
+    if (format_of_result(self->kind) == NULL) {
+        PyErr_Format(PyExc_BufferError,
+                     "leaky result of %s has no buffer format; take it through DLPack "
+                     "(torch.from_dlpack, numpy.from_dlpack with ml_dtypes, ...)",
+                     name_of_result(self->kind));
+        view->obj = NULL;
+        return -1;
+    }
     view->obj = Py_NewRef(op);
     view->buf = self->data;
     view->len = self->nbytes;
@@ -87,10 +178,104 @@ result_buffer_getbuffer(PyObject *op, Py_buffer *view, int flags)
     return 0;
 }
 
+/*
+ * __dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None),
+ * as the array API standard defines it: a "dltensor_versioned" capsule for
+ * a consumer that passes max_version >= (1, 0), the older "dltensor" one
+ * otherwise.  The memory is on the CPU, which has no streams: stream must be
+ * None (or -1, "no synchronization").  copy=True exports a copy (flagged
+ * IS_COPIED); copy=False and None share the block.  The tensor holds a
+ * reference to its block until the consumer calls the deleter.
+ */
+static PyObject *
+result_buffer_dlpack(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"stream", "max_version", "dl_device", "copy", NULL};
+    PyObject *stream = Py_None, *max_version = Py_None, *dl_device = Py_None, *copy = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOOO:__dlpack__", keywords, &stream,
+                                     &max_version, &dl_device, &copy)) {
+        return NULL;
+    }
+    if (stream != Py_None) {
+        int overflow = 0;
+        long value = PyLong_Check(stream) ? PyLong_AsLongAndOverflow(stream, &overflow) : 0;
+        if (value != -1 || overflow) {
+            PyErr_SetString(PyExc_BufferError,
+                            "leaky results are CPU memory, which has no streams: stream must "
+                            "be None");
+            return NULL;
+        }
+    }
+    int versioned = 0;
+    if (max_version != Py_None) {
+        if (!PyTuple_Check(max_version) || PyTuple_GET_SIZE(max_version) != 2) {
+            PyErr_SetString(PyExc_TypeError,
+                            "__dlpack__() max_version must be None or a (major, minor) tuple");
+            return NULL;
+        }
+        long major = PyLong_AsLong(PyTuple_GET_ITEM(max_version, 0));
+        if (major == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        versioned = major >= DLPACK_MAJOR_VERSION;
+    }
+    if (dl_device != Py_None) {
+        long type = -1;
+        if (PyTuple_Check(dl_device) && PyTuple_GET_SIZE(dl_device) == 2) {
+            type = PyLong_AsLong(PyTuple_GET_ITEM(dl_device, 0));
+            if (type == -1 && PyErr_Occurred()) {
+                return NULL;
+            }
+        }
+        if (type != kDLCPU) {
+            PyErr_SetString(PyExc_BufferError,
+                            "leaky results are CPU memory and export to the CPU only");
+            return NULL;
+        }
+    }
+    int copied = copy == Py_None ? 0 : PyObject_IsTrue(copy);
+    if (copied < 0) {
+        return NULL;
+    }
+    ResultBuffer *self = (ResultBuffer *)op;
+    const int ndim = (int)Py_SIZE(self);
+    char *data = self->data;
+    if (copied) {
+        data = shared_data_new(self->nbytes);
+        if (data == NULL) {
+            return PyErr_NoMemory();
+        }
+        memcpy(data, self->data, (size_t)self->nbytes);
+    }
+    else {
+        shared_data_retain(data);
+    }
+    /* the tensor owns the reference taken above (dlpack_export drops it on failure) */
+    return dlpack_export(data, self->kind, ndim, self->dims, self->dims + ndim, versioned,
+                         copied);
+}
+
+static PyObject *
+result_buffer_dlpack_device(PyObject *op, PyObject *unused)
+{
+    return Py_BuildValue("(ii)", kDLCPU, 0);
+}
+
+static PyMethodDef result_buffer_methods[] = {
+    {"__dlpack__", (PyCFunction)(void (*)(void))result_buffer_dlpack,
+     METH_VARARGS | METH_KEYWORDS,
+     "__dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\n"
+     "The result as a DLPack capsule (the array API standard's protocol)."},
+    {"__dlpack_device__", result_buffer_dlpack_device, METH_NOARGS,
+     "(1, 0): DLPack's CPU device."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyType_Slot result_buffer_slots[] = {
     {Py_tp_dealloc, result_buffer_dealloc},
+    {Py_tp_methods, result_buffer_methods},
     {Py_bf_getbuffer, result_buffer_getbuffer},
-    {Py_tp_doc, "Memory behind a leaky result memoryview (C-contiguous)."},
+    {Py_tp_doc, "Memory behind a leaky result (C-contiguous): a buffer and a DLPack tensor."},
     {0, NULL},
 };
 

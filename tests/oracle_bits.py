@@ -19,7 +19,11 @@ apart from the default NaN of inf * 0, whose sign differs between x86 and
 arm64: `default_nan()` asks this CPU. Nothing here calls leaky.
 
 Kinds are NumPy dtype characters: 'e', 'f', 'd', and the integer and bool
-characters, whose elements are Python ints (bool: 0 or 1) computed in float64.
+characters, whose elements are Python ints (bool: 0 or 1) computed in float64;
+and "bf16" for bfloat16, which NumPy lacks (so no character: 'b' is int8),
+computed in float32 as float16 is and rounded to it by `round_double`'s own
+arithmetic (Python's round(), ties to even, on the value scaled to its
+quantum), not by shifting bits as leaky does.
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ import numpy as np
 
 # ---------------------------------------------------------------- formats
 
-WIDTH = {"e": 16, "f": 32, "d": 64}
-MANTISSA = {"e": 10, "f": 23, "d": 52}
-FLOAT_KINDS = ("e", "f", "d")
+WIDTH = {"e": 16, "f": 32, "d": 64, "bf16": 16}
+MANTISSA = {"e": 10, "f": 23, "d": 52, "bf16": 7}
+FLOAT_KINDS = ("e", "f", "d", "bf16")
 
 
 def result_kind(kind: str) -> str:
@@ -76,6 +80,8 @@ _PACK = {"e": ("<e", "<H"), "f": ("<f", "<I"), "d": ("<d", "<Q")}
 
 def value_of(kind: str, bits: int) -> float:
     """The value of a non-NaN bit pattern."""
+    if kind == "bf16":  # the top half of a float32
+        return value_of("f", bits << 16)
     fmt, ufmt = _PACK[kind]
     return float(struct.unpack(fmt, struct.pack(ufmt, bits))[0])
 
@@ -86,7 +92,7 @@ def bits_of_double(value: float) -> int:
 
 def default_nan(kind: str) -> int:
     """This CPU's NaN for an invalid operation (inf * 0): negative on x86, positive on arm64."""
-    dtype = {"e": np.float32, "f": np.float32, "d": np.float64}[kind]
+    dtype = {"e": np.float32, "f": np.float32, "bf16": np.float32, "d": np.float64}[kind]
     with np.errstate(invalid="ignore"):
         made = np.array([np.inf], dtype) * np.array([0.0], dtype)
     negative = bool(np.signbit(made[0]))
@@ -99,11 +105,30 @@ def round_double(kind: str, value: float) -> int:
         return default_nan(kind)
     if kind == "d":
         return bits_of_double(value)
+    if kind == "bf16":
+        return _round_bfloat16(value)
     fmt, ufmt = _PACK[kind]
     try:
         return int(struct.unpack(ufmt, struct.pack(fmt, value))[0])
     except OverflowError:
         return (sign_bit(kind) if value < 0 else 0) | exponent_mask(kind)
+
+
+def _round_bfloat16(value: float) -> int:
+    """A non-NaN double rounded once to bfloat16 (8 significant bits, float32's range)."""
+    sign = 0x8000 if math.copysign(1.0, value) < 0 else 0
+    magnitude = abs(value)
+    if magnitude == 0:
+        return sign
+    if math.isinf(magnitude):
+        return sign | 0x7F80
+    _, exponent = math.frexp(magnitude)  # magnitude = m * 2**exponent, 0.5 <= m < 1
+    quantum = max(exponent - 8, -133)  # 2**-133: the smallest subnormal bfloat16
+    units = round(magnitude / 2.0**quantum)  # exact division; round() ties to even
+    rounded = units * 2.0**quantum
+    if rounded >= 2.0**128:
+        return sign | 0x7F80
+    return sign | (int(struct.unpack("<I", struct.pack("<f", rounded))[0]) >> 16)
 
 
 def narrow(src: str, dst: str, bits: int) -> int:
@@ -126,7 +151,7 @@ def positive(kind: str, element: int) -> bool:
 def slopes(alpha_bits: int) -> dict[str, int]:
     """The slope in each result precision, from the double alpha leaky was given."""
     a32 = narrow("d", "f", alpha_bits)
-    return {"d": alpha_bits, "f": a32, "e": a32}
+    return {"d": alpha_bits, "f": a32, "e": a32, "bf16": a32}
 
 
 # ---------------------------------------------------------------- products
@@ -138,16 +163,16 @@ def product(kind: str, data: int, slope: int) -> int:
     data is a bit pattern of `kind`; slope is a float32 pattern for 'e' and 'f',
     a double pattern for 'd'.
     """
-    arith = "f" if kind == "e" else kind
+    arith = "f" if kind in ("e", "bf16") else kind
     if is_nan(kind, data):
         return quiet(kind, data)  # the data operand's NaN wins
     if is_nan(arith, slope):
         q = quiet(arith, slope)
-        return convert_nan(arith, kind, q) if kind == "e" else q
+        return convert_nan(arith, kind, q) if kind in ("e", "bf16") else q
     exact = value_of(kind, data) * value_of(arith, slope)
-    if kind == "e":
-        # float16 x float32 is exact in double; round to float32, then once to float16
-        return narrow("f", "e", round_double("f", exact))
+    if kind in ("e", "bf16"):
+        # float16 (bfloat16) x float32 is exact in double; round to float32, then once more
+        return narrow("f", kind, round_double("f", exact))
     if kind == "f":
         return round_double("f", exact)  # exact in double: one rounding
     return round_double("d", exact)
@@ -160,7 +185,7 @@ def as_result_element(kind: str, element: int) -> int:
     return bits_of_double(float(element))
 
 
-ONE = {"e": 0x3C00, "f": 0x3F800000, "d": 0x3FF0000000000000}
+ONE = {"e": 0x3C00, "f": 0x3F800000, "d": 0x3FF0000000000000, "bf16": 0x3F80}
 
 
 def forward(kind: str, z: int, alpha_bits: int) -> int:
@@ -176,13 +201,13 @@ def grad(kind: str, z: int, alpha_bits: int) -> int:
     if positive(kind, z):
         return ONE[rk]
     a = slopes(alpha_bits)[rk]
-    return narrow("f", "e", a) if rk == "e" else a
+    return narrow("f", rk, a) if rk in ("e", "bf16") else a
 
 
 def backward(grad_kind: str, g: int, z_kind: str, z: int, alpha_bits: int) -> int:
     rk = result_kind(grad_kind)
     gb = as_result_element(grad_kind, g)
-    arith = "f" if rk == "e" else rk
+    arith = "f" if rk in ("e", "bf16") else rk
     factor = ONE[arith] if positive(z_kind, z) else slopes(alpha_bits)[rk]
     return product(rk, gb, factor)
 

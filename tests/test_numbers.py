@@ -266,6 +266,11 @@ def test_sequence_survives_mutation_during_iteration() -> None:
     values: list[Any] = []
 
     class Shrinker:
+        """A real number (it has __float__) whose comparison empties the list."""
+
+        def __float__(self) -> float:
+            return 1.0
+
         def __gt__(self, other: object) -> bool:
             values.clear()
             return True

@@ -30,9 +30,14 @@ START_METHODS = [m for m in ("spawn", "fork") if m in multiprocessing.get_all_st
 
 # Python 3.12+ warns when a process with threads forks; leaky's pool threads
 # are exactly what these tests fork on purpose (a child makes its own pool).
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
-)
+# JAX warns the same way once tests/test_jax.py has imported it in this
+# process; the children here never touch JAX.
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
+    ),
+    pytest.mark.filterwarnings("ignore:os.fork.. was called.*JAX is multithreaded:RuntimeWarning"),
+]
 
 
 def global_name(payload: bytes) -> tuple[str, str]:

@@ -149,3 +149,43 @@ def test_array_alpha_errors() -> None:
     slopes = np.ones(8)
     check_stable(lambda: leaky_relu(x, slopes), [x, slopes], TypeError)
     check_stable(lambda: leaky_relu([1.0], slopes), [slopes], TypeError)
+
+
+def test_dlpack_paths() -> None:
+    """DLPack tensors in (ctypes exporter) and out (ResultBuffer.__dlpack__), errors included."""
+    from dlpack_exporter import COMPLEX, Exporter, consume, exporter_of
+
+    x = np.linspace(-1, 1, 50)
+    tensor = exporter_of(x)
+    out = exporter_of(np.empty(50))
+    read_only = exporter_of(np.empty(50), read_only=True)
+    bad = Exporter(bytearray(16), (COMPLEX, 64), (2,))
+    alpha = 0.25
+    check_stable(lambda: leaky_relu(tensor, alpha), [tensor, x, alpha])
+    check_stable(lambda: leaky_relu(tensor, alpha, out=out), [tensor, out])
+    check_stable(lambda: leaky_relu(tensor, out=tensor), [tensor])
+    check_stable(lambda: leaky_relu_backward(tensor, x, alpha, out=out), [tensor, x, out])
+    check_stable(lambda: leaky_relu(bad), [bad], TypeError)
+    check_stable(lambda: leaky_relu(x, out=read_only), [x, read_only], ValueError)
+    check_stable(lambda: leaky_relu(tensor, out=bad), [tensor, bad], TypeError)
+    result = leaky_relu(tensor)
+    check_stable(lambda: consume(result, max_version=(1, 0)), [result])
+    check_stable(lambda: consume(result), [result])
+    check_stable(lambda: result.__dlpack__(max_version=(1, 0), copy=True), [result])
+    check_stable(lambda: result.__dlpack__(stream=3), [result], BufferError)
+    assert tensor.deleter_calls == tensor.exports
+
+
+def test_number_path_refusals() -> None:
+    class FloatWithLen:
+        def __float__(self) -> float:
+            return 1.0
+
+        def __len__(self) -> int:
+            return 1
+
+    odd = FloatWithLen()
+    items = [1.0, odd]
+    check_stable(lambda: leaky_relu(odd), [odd], TypeError)
+    check_stable(lambda: leaky_relu(items), [items, odd], TypeError)
+    check_stable(lambda: leaky_relu_backward(odd, 1.0), [odd], TypeError)

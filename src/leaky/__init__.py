@@ -3,10 +3,12 @@
 ``leaky_relu(z, alpha=0.01)`` is ``z`` where ``z > 0`` and ``alpha * z``
 elsewhere; ``leaky_relu_grad`` is its derivative (1 or ``alpha``) and
 ``leaky_relu_backward(grad_output, z, alpha)`` the fused backward pass.  All
-three take Python numbers, lists and tuples of numbers, and any object with
+three take Python numbers, lists and tuples of numbers, any object with
 the buffer protocol (NumPy arrays and scalars, ``array.array``,
-``memoryview``, ``bytes``, ctypes arrays).  See docs/semantics.md in the
-source repository for the exact semantics, and ``help()`` on each function.
+``memoryview``, ``bytes``, ctypes arrays), and CPU tensors through DLPack
+(PyTorch, JAX, array-API libraries), which give a tensor of their own kind.
+See docs/semantics.md in the source repository for the exact semantics, and
+``help()`` on each function.
 """
 
 import sys

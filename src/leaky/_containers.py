@@ -46,7 +46,11 @@ def new_result(source: object, fmt: str, shape: tuple[int, ...]) -> "NewResult":
     ``target`` is a writable C-contiguous buffer of format ``fmt`` and shape
     ``shape``; after the kernel has filled it, the value returned to the user
     is ``finish(target)``, or ``target`` itself when ``finish`` is None.
-    ``None`` means "no special container": the caller returns a memoryview.
+    ``target`` None asks the caller for one of leaky's ResultBuffers, which
+    export DLPack, so that ``finish`` (a library's ``from_dlpack``) wraps it
+    without a copy; ``fmt`` is then "bfloat16" for bfloat16, which has no
+    format.  ``None`` means "no special container": the caller returns a
+    memoryview (for a DLPack input, the ResultBuffer itself).
     """
     global _array_type, _scalar_of_0d
     # Read once: another thread may set _array_type while this call is in
@@ -70,9 +74,32 @@ def new_result(source: object, fmt: str, shape: tuple[int, ...]) -> "NewResult":
 
                 _scalar_of_0d = operator.itemgetter(())
             return numpy.empty((), dtype=fmt), _scalar_of_0d
+    finish = _from_dlpack_for(source)
+    if finish is not None:
+        return None, finish
     if not array_type:
         array = sys.modules.get("array")
         if array is not None:
             _array_type = array.array
             return new_result(source, fmt, shape)
+    return None
+
+
+def _from_dlpack_for(source: object) -> "Callable[[Any], Any] | None":
+    """The ``from_dlpack`` that gives a result of ``source``'s own library, or None.
+
+    PyTorch and JAX by name (their modules are in ``sys.modules`` once the
+    caller has one of their arrays), then any array-API object through its
+    namespace.  JAX arrays also export buffers, but a JAX user expects a
+    ``jax.Array`` back, not a memoryview.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(source, torch.Tensor):
+        return torch.from_dlpack  # type: ignore[no-any-return]
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(source, jax.Array):
+        return sys.modules["jax.numpy"].from_dlpack  # type: ignore[no-any-return]
+    namespace = getattr(type(source), "__array_namespace__", None)
+    if namespace is not None:
+        return namespace(source).from_dlpack  # type: ignore[no-any-return]
     return None

@@ -22,14 +22,24 @@ def _worker_parts() -> tuple[int, ...]: ...
 def _numpy_fast_path() -> Literal["untried", "loading", "ready", "unusable"]: ...
 
 class ResultBuffer:
-    """The memory behind a memoryview result."""
+    """The memory behind a memoryview result, and behind tensor results via DLPack."""
 
     def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: int | None = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
+    ) -> Any: ...
+    def __dlpack_device__(self) -> tuple[int, int]: ...
 
 # Numbers keep their kind (ints >= 0 come back as themselves), lists and
 # tuples give lists, out= is returned as given; buffers give NumPy arrays or
-# scalars, array.array or memoryview depending on the input (typed Any, as
-# NumPy's types are not known here).
+# scalars, array.array or memoryview depending on the input, and DLPack
+# tensors a tensor of their own library (typed Any, as NumPy's, PyTorch's and
+# JAX's types are not known here).
 @overload
 def leaky_relu(
     z: int, alpha: _Alpha = 0.01, *, out: None = None, threads: _Threads = None

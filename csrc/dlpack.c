@@ -1,0 +1,578 @@
+/*
+ * dlpack.c: tensors in and out through DLPack (dlpack.h).
+ *
+ * In: an object with __dlpack__ and no usable buffer (torch tensors, JAX
+ * bfloat16 arrays, any array-API library) becomes an Operand, so that the
+ * buffer paths of buffers.c and the same driver and kernels run on it.  The
+ * protocol, as the array API standard's __dlpack__ page says:
+ *
+ *   1. __dlpack_device__() must say CPU, before anything is exported;
+ *   2. __dlpack__(max_version=(1, 0)) asks for a DLManagedTensorVersioned
+ *      ("dltensor_versioned" capsule); an exporter that does not know the
+ *      keyword (TypeError) is asked again without it and gives the older
+ *      DLManagedTensor ("dltensor");
+ *   3. the consumer renames the capsule "used_..." as it takes ownership,
+ *      and then calls the tensor's deleter exactly once when done.  Until
+ *      the rename, the exporter's capsule destructor frees the tensor, so an
+ *      error before it needs nothing from us; after it, the Operand holds
+ *      the capsule and operand_release (dlpack_release) calls the deleter.
+ *
+ * Out: ResultBuffer's __dlpack__ (result_buffer.c) hands its memory to
+ * torch.from_dlpack and friends through dlpack_export, without a copy.
+ */
+#include "leaky.h"
+#include "dlpack.h"
+
+int
+dlpack_init_state(LeakyState *st)
+{
+    st->str_dlpack = PyUnicode_InternFromString("__dlpack__");
+    st->str_dlpack_device = PyUnicode_InternFromString("__dlpack_device__");
+    st->dlpack_kwnames = Py_BuildValue("(s)", "max_version");
+    st->dlpack_max_version = Py_BuildValue("(ii)", DLPACK_MAJOR_VERSION, DLPACK_MINOR_VERSION);
+    static const char *const array_like[4] = {"__array__", "__array_interface__",
+                                              "__array_struct__", "__dlpack__"};
+    for (int i = 0; i < 4; i++) {
+        st->array_like_names[i] = PyUnicode_InternFromString(array_like[i]);
+        if (st->array_like_names[i] == NULL) {
+            return -1;
+        }
+    }
+    return (st->str_dlpack && st->str_dlpack_device && st->dlpack_kwnames &&
+            st->dlpack_max_version) ? 0 : -1;
+}
+
+void
+dlpack_clear_state(LeakyState *st)
+{
+    Py_CLEAR(st->str_dlpack);
+    Py_CLEAR(st->str_dlpack_device);
+    Py_CLEAR(st->dlpack_kwnames);
+    Py_CLEAR(st->dlpack_max_version);
+    for (int i = 0; i < 4; i++) {
+        Py_CLEAR(st->array_like_names[i]);
+    }
+}
+
+/*
+ * Whether obj offers __dlpack__: 1, 0, or -1 with an exception (an
+ * attribute lookup that raised something other than AttributeError).
+ * Called only for objects that are neither exact numbers, buffers, lists
+ * nor tuples, so the number and buffer paths never pay for it.
+ */
+int
+has_dlpack(LeakyState *st, PyObject *obj)
+{
+    PyObject *method = PyObject_GetAttr(obj, st->str_dlpack);
+    if (method != NULL) {
+        Py_DECREF(method);
+        return 1;
+    }
+    if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        return 0;
+    }
+    return -1;
+}
+
+/*
+ * leaky.c's dispatch: 1 for a buffer or a DLPack tensor (both take the
+ * buffer paths of buffers.c), 0 for anything else, -1 with an exception.
+ * Lists and tuples never export tensors: no attribute lookup for them.
+ */
+int
+buffer_or_tensor(LeakyState *st, PyObject *obj)
+{
+    return PyObject_CheckBuffer(obj) ? 1 : is_dlpack_tensor(st, obj);
+}
+
+/* For an object that exports no buffer: 1 if it is a DLPack tensor, 0, or -1. */
+int
+is_dlpack_tensor(LeakyState *st, PyObject *obj)
+{
+    return is_sequence(obj) ? 0 : has_dlpack(st, obj);
+}
+
+/* ------------------------------------------------------------------ */
+/* Import                                                             */
+/* ------------------------------------------------------------------ */
+
+static const char *
+device_name(int32_t type)
+{
+    switch (type) {
+    case 2: return "cuda";
+    case 3: return "cuda_host (pinned)";
+    case 4: return "opencl";
+    case 7: return "vulkan";
+    case 8: return "metal (mps)";
+    case 9: return "vpi";
+    case 10: return "rocm";
+    case 11: return "rocm_host";
+    case 13: return "cuda_managed";
+    case 14: return "oneapi (xpu)";
+    case 15: return "webgpu";
+    case 16: return "hexagon";
+    case 17: return "maia";
+    default: return "a non-CPU device";
+    }
+}
+
+/* The kind leaky computes a DLPack dtype as; 0 with *name set if it cannot. */
+static int
+kind_of_dtype(DLDataType dtype, ElemKind *kind, char *name, size_t size)
+{
+    static const char *const float8_names[] = {
+        [7] = "float8_e3m4",   [8] = "float8_e4m3",        [9] = "float8_e4m3b11fnuz",
+        [10] = "float8_e4m3fn", [11] = "float8_e4m3fnuz",   [12] = "float8_e5m2",
+        [13] = "float8_e5m2fnuz", [14] = "float8_e8m0fnu", [15] = "float6_e2m3fn",
+        [16] = "float6_e3m2fn", [17] = "float4_e2m1fn",
+    };
+    const unsigned bits = dtype.bits;
+    int ok = dtype.lanes == 1;
+    switch (dtype.code) {
+    case kDLFloat:
+        *kind = bits == 16 ? KIND_F16 : bits == 32 ? KIND_F32 : KIND_F64;
+        ok = ok && (bits == 16 || bits == 32 || bits == 64);
+        snprintf(name, size, "float%u", bits);
+        break;
+    case kDLBfloat:
+        *kind = KIND_BF16;
+        ok = ok && bits == 16;
+        snprintf(name, size, bits == 16 ? "bfloat16" : "bfloat%u", bits);
+        break;
+    case kDLInt:
+    case kDLUInt: {
+        const int u = dtype.code == kDLUInt;
+        *kind = bits == 8 ? (u ? KIND_U8 : KIND_I8) : bits == 16 ? (u ? KIND_U16 : KIND_I16)
+              : bits == 32 ? (u ? KIND_U32 : KIND_I32) : (u ? KIND_U64 : KIND_I64);
+        ok = ok && (bits == 8 || bits == 16 || bits == 32 || bits == 64);
+        snprintf(name, size, "%sint%u", u ? "u" : "", bits);
+        break;
+    }
+    case kDLBool:
+        *kind = KIND_BOOL;
+        ok = ok && bits == 8;
+        snprintf(name, size, "bool%s", bits == 8 ? "" : " (not 8 bits)");
+        break;
+    case kDLComplex:
+        ok = 0;
+        snprintf(name, size, "complex%u", bits);
+        break;
+    default:
+        ok = 0;
+        if (dtype.code < sizeof float8_names / sizeof float8_names[0] &&
+            float8_names[dtype.code] != NULL) {
+            snprintf(name, size, "%s", float8_names[dtype.code]);
+        }
+        else {
+            snprintf(name, size, "DLPack type code %u of %u bits", dtype.code, bits);
+        }
+    }
+    if (ok) {
+        return 1;
+    }
+    if (dtype.lanes != 1) {
+        size_t used = strlen(name);
+        snprintf(name + used, size - used, " in vectors of %u lanes", dtype.lanes);
+    }
+    return 0;
+}
+
+/*
+ * __dlpack__ (or __dlpack_device__) raised.  Say why where leaky knows a
+ * common reason, with the original error as the cause; pass anything else
+ * through.  Only on this error path, so the usual call pays nothing for it.
+ */
+static void
+explain_export_failure(const char *fname, const char *argname, PyObject *obj)
+{
+    PyObject *exc = take_exception();
+    PyObject *requires_grad = PyObject_GetAttrString(obj, "requires_grad");
+    int grad = requires_grad != NULL ? PyObject_IsTrue(requires_grad) : 0;
+    Py_XDECREF(requires_grad);
+    PyErr_Clear();
+    /* a device DLPack has no code for (torch's "meta"): tensor.device.type */
+    PyObject *device = grad > 0 ? NULL : PyObject_GetAttrString(obj, "device");
+    PyObject *device_type = device != NULL ? PyObject_GetAttrString(device, "type") : NULL;
+    Py_XDECREF(device);
+    PyErr_Clear();
+    const char *type_name = device_type != NULL && PyUnicode_Check(device_type)
+                                ? PyUnicode_AsUTF8(device_type) : NULL;
+    PyErr_Clear();
+    if (grad > 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s' is a tensor that requires grad; leaky computes "
+                     "outside autograd: call it on `t.detach()`",
+                     fname, argname);
+    }
+    else if (is_jax_tracer(obj)) {
+        explain_jax_tracer(fname, argname, obj);
+    }
+    else if (type_name != NULL && strcmp(type_name, "cpu") != 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s' is on device '%s', but leaky runs on the CPU; move "
+                     "it with `.cpu()` first",
+                     fname, argname, type_name);
+    }
+    else {
+        Py_XDECREF(device_type);
+        put_back_exception(exc);
+        return;
+    }
+    Py_XDECREF(device_type);
+    PyObject *explained = take_exception();
+    PyException_SetCause(explained, exc);  /* steals exc */
+    put_back_exception(explained);
+}
+
+/* obj.__dlpack_device__() is the CPU: 0; else -1 with an exception. */
+static int
+check_device(LeakyState *st, PyObject *obj, const char *fname, const char *argname)
+{
+    PyObject *device = PyObject_CallMethodNoArgs(obj, st->str_dlpack_device);
+    if (device == NULL) {
+        explain_export_failure(fname, argname, obj);
+        return -1;
+    }
+    long type = -1, id = -1;
+    if (PyTuple_Check(device) && PyTuple_GET_SIZE(device) == 2) {
+        type = PyLong_AsLong(PyTuple_GET_ITEM(device, 0));
+        id = PyLong_AsLong(PyTuple_GET_ITEM(device, 1));
+    }
+    Py_DECREF(device);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (type == kDLCPU) {
+        return 0;
+    }
+    if (type < 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s': %.200s.__dlpack_device__() must return a pair "
+                     "(device_type, device_id)",
+                     fname, argname, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "%s() argument '%s' is on %s (DLPack device type %ld, id %ld), but leaky runs "
+                 "on the CPU; move it with `.cpu()` (or your library's equivalent) first",
+                 fname, argname, device_name((int32_t)type), type, id);
+    return -1;
+}
+
+/* The capsule obj exports, versioned if it can; NULL with an exception. */
+static PyObject *
+export_capsule(LeakyState *st, PyObject *obj, const char *fname, const char *argname)
+{
+    PyObject *args[2] = {obj, st->dlpack_max_version};
+    PyObject *capsule = PyObject_VectorcallMethod(
+        st->str_dlpack, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, st->dlpack_kwnames);
+    if (capsule == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        /* a pre-1.0 exporter, which knows no max_version: the older capsule */
+        PyErr_Clear();
+        capsule = PyObject_CallMethodNoArgs(obj, st->str_dlpack);
+    }
+    if (capsule == NULL) {
+        explain_export_failure(fname, argname, obj);
+    }
+    return capsule;
+}
+
+void
+dlpack_release(Operand *op)
+{
+    PyObject *capsule = op->dlpack;
+    if (capsule == NULL) {
+        return;
+    }
+    op->dlpack = NULL;
+    /* release runs on error paths too: the deleter (which may be Python, as
+       a ctypes exporter's is) must not see the pending exception */
+    PyObject *pending = take_exception();
+    const char *name = PyCapsule_GetName(capsule);
+    if (name != NULL && strcmp(name, DLPACK_VERSIONED_CAPSULE_USED) == 0) {
+        DLManagedTensorVersioned *managed = PyCapsule_GetPointer(capsule, name);
+        if (managed != NULL && managed->deleter != NULL) {
+            managed->deleter(managed);
+        }
+    }
+    else {
+        DLManagedTensor *managed = PyCapsule_GetPointer(capsule, name);
+        if (managed != NULL && managed->deleter != NULL) {
+            managed->deleter(managed);
+        }
+    }
+    if (PyErr_Occurred()) {  /* a deleter cannot report failure: as CPython does */
+        PyErr_WriteUnraisable(capsule);
+    }
+    Py_DECREF(capsule);
+    if (pending != NULL) {
+        put_back_exception(pending);
+    }
+}
+
+/*
+ * obj, which has __dlpack__, as an Operand: op->dlpack then holds the used
+ * capsule, and operand_release calls the deleter.  writable: for out=, a
+ * tensor flagged read-only is refused as a read-only buffer is.  0 or -1.
+ */
+int
+dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
+               const char *argname, int writable)
+{
+    if (check_device(st, obj, fname, argname) < 0) {
+        return -1;
+    }
+    PyObject *capsule = export_capsule(st, obj, fname, argname);
+    if (capsule == NULL) {
+        return -1;
+    }
+    DLTensor *t;
+    uint64_t flags = 0;
+    if (PyCapsule_IsValid(capsule, DLPACK_VERSIONED_CAPSULE)) {
+        DLManagedTensorVersioned *managed = PyCapsule_GetPointer(capsule, DLPACK_VERSIONED_CAPSULE);
+        if (managed->version.major != DLPACK_MAJOR_VERSION) {
+            /* not renamed: the exporter's capsule destructor frees it, and
+               before the error is set, since a destructor may run Python */
+            DLPackVersion version = managed->version;
+            Py_DECREF(capsule);
+            PyErr_Format(PyExc_BufferError,
+                         "%s() argument '%s' exported DLPack %u.%u; leaky reads DLPack 1.x",
+                         fname, argname, version.major, version.minor);
+            return -1;
+        }
+        if (PyCapsule_SetName(capsule, DLPACK_VERSIONED_CAPSULE_USED) < 0) {
+            Py_DECREF(capsule);
+            return -1;
+        }
+        t = &managed->dl_tensor;
+        flags = managed->flags;
+    }
+    else if (PyCapsule_IsValid(capsule, DLPACK_CAPSULE)) {
+        DLManagedTensor *managed = PyCapsule_GetPointer(capsule, DLPACK_CAPSULE);
+        if (PyCapsule_SetName(capsule, DLPACK_CAPSULE_USED) < 0) {
+            Py_DECREF(capsule);
+            return -1;
+        }
+        t = &managed->dl_tensor;
+    }
+    else {
+        PyTypeObject *type = (PyTypeObject *)Py_NewRef(Py_TYPE(capsule));
+        Py_DECREF(capsule);  /* first: its destructor may run Python */
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s': %.200s.__dlpack__() returned %.200s, not a "
+                     "'dltensor' or 'dltensor_versioned' capsule",
+                     fname, argname, Py_TYPE(obj)->tp_name, type->tp_name);
+        Py_DECREF(type);
+        return -1;
+    }
+    op->dlpack = capsule;  /* ours now: from here on, operand_release frees it */
+    op->acquired = 0;
+
+    if (t->device.device_type != kDLCPU) {  /* __dlpack_device__ said CPU */
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s' exported a tensor on %s, but leaky runs on the CPU",
+                     fname, argname, device_name(t->device.device_type));
+        return -1;
+    }
+    char dtype_name[64];
+    if (!kind_of_dtype(t->dtype, &op->kind, dtype_name, sizeof dtype_name)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s' has dtype %s, which leaky cannot compute; expected "
+                     "float16, bfloat16, float32, float64, a signed or unsigned integer or bool",
+                     fname, argname, dtype_name);
+        return -1;
+    }
+    if (t->ndim < 0 || t->ndim > PyBUF_MAX_NDIM) {
+        PyErr_Format(PyExc_ValueError, "%s() cannot handle a tensor with %d dimensions",
+                     fname, (int)t->ndim);
+        return -1;
+    }
+    if (writable && (flags & DLPACK_FLAG_BITMASK_READ_ONLY)) {
+        PyErr_Format(PyExc_ValueError, "%s() argument '%s' is read-only", fname, argname);
+        return -1;
+    }
+    const Py_ssize_t itemsize = t->dtype.bits / 8;
+    Py_ssize_t stride = itemsize;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        if (t->shape[d] < 0 || (int64_t)(Py_ssize_t)t->shape[d] != t->shape[d]) {
+            PyErr_Format(PyExc_ValueError, "%s() argument '%s' has a bad side length %lld",
+                         fname, argname, (long long)t->shape[d]);
+            return -1;
+        }
+        op->shape[d] = (Py_ssize_t)t->shape[d];
+        if (t->strides == NULL) {  /* C-contiguous */
+            op->strides[d] = stride;
+            stride = outer_stride(stride, op->shape[d]);
+        }
+        else if ((int64_t)(Py_ssize_t)t->strides[d] != t->strides[d] ||
+                 checked_mul((Py_ssize_t)t->strides[d], itemsize, &op->strides[d])) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s() argument '%s' is too big: its shape and strides span more "
+                         "than %zd bytes", fname, argname, PY_SSIZE_T_MAX);
+            return -1;
+        }
+    }
+    Py_buffer *v = &op->view;
+    memset(v, 0, sizeof *v);
+    v->buf = (char *)t->data + t->byte_offset;
+    v->itemsize = itemsize;
+    v->ndim = t->ndim;
+    v->readonly = (flags & DLPACK_FLAG_BITMASK_READ_ONLY) != 0;
+    v->shape = op->shape;
+    v->strides = op->strides;
+    if (checked_nbytes(t->ndim, op->shape, itemsize, &v->len)) {
+        v->len = 0;  /* operand_check_size raises for it */
+    }
+    return operand_check_size(op, fname, argname);
+}
+
+/* ------------------------------------------------------------------ */
+/* JAX tracers                                                        */
+/* ------------------------------------------------------------------ */
+
+/* A JAX tracer (inside jax.jit, grad, vmap): its class is a jax Tracer. */
+int
+is_jax_tracer(PyObject *obj)
+{
+    PyObject *mro = Py_TYPE(obj)->tp_mro;
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (strcmp(base->tp_name, "Tracer") == 0 || strcmp(base->tp_name, "jax.core.Tracer") == 0) {
+            PyObject *module = PyObject_GetAttrString((PyObject *)base, "__module__");
+            const char *text = module != NULL && PyUnicode_Check(module)
+                                   ? PyUnicode_AsUTF8(module) : NULL;
+            int jax = text != NULL && strncmp(text, "jax", 3) == 0;
+            Py_XDECREF(module);
+            PyErr_Clear();
+            if (jax) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+void
+explain_jax_tracer(const char *fname, const char *argname, PyObject *obj)
+{
+    PyErr_Format(PyExc_TypeError,
+                 "%s() argument '%s' is a JAX tracer (%.200s): leaky computes on concrete "
+                 "arrays in C and cannot be traced by jax.jit, grad or vmap; inside traced "
+                 "code use jax.nn.leaky_relu, or call leaky through jax.pure_callback",
+                 fname, argname, Py_TYPE(obj)->tp_name);
+}
+
+/* ------------------------------------------------------------------ */
+/* Export                                                             */
+/* ------------------------------------------------------------------ */
+
+/* What a tensor leaky exports holds: a reference to its result's elements
+   (result_buffer.c's shared block), never a Python object, so that its
+   deleter may run on any thread without the GIL. */
+typedef struct {
+    union {
+        DLManagedTensorVersioned versioned;
+        DLManagedTensor plain;
+    } managed;
+    char *data;
+    int64_t dims[];  /* shape, then strides (in elements) */
+} ExportBlock;
+
+static void
+export_block_free(ExportBlock *block)
+{
+    shared_data_release(block->data);
+    PyMem_RawFree(block);
+}
+
+static void
+delete_versioned(DLManagedTensorVersioned *self)
+{
+    export_block_free((ExportBlock *)self->manager_ctx);
+}
+
+static void
+delete_plain(DLManagedTensor *self)
+{
+    export_block_free((ExportBlock *)self->manager_ctx);
+}
+
+/* A capsule nobody consumed (still named "dltensor..."): free its tensor. */
+static void
+export_capsule_destructor(PyObject *capsule)
+{
+    if (PyCapsule_IsValid(capsule, DLPACK_VERSIONED_CAPSULE)) {
+        DLManagedTensorVersioned *m = PyCapsule_GetPointer(capsule, DLPACK_VERSIONED_CAPSULE);
+        m->deleter(m);
+    }
+    else if (PyCapsule_IsValid(capsule, DLPACK_CAPSULE)) {
+        DLManagedTensor *m = PyCapsule_GetPointer(capsule, DLPACK_CAPSULE);
+        m->deleter(m);
+    }
+}
+
+static DLDataType
+dtype_of_kind(ElemKind kind)
+{
+    DLDataType dtype = {kDLFloat, (uint8_t)(8 * itemsize_of_result(kind)), 1};
+    if (kind == KIND_BF16) {
+        dtype.code = kDLBfloat;
+    }
+    return dtype;
+}
+
+/*
+ * A capsule of a tensor over `data`, a shared block of result_buffer.c whose
+ * reference the caller hands over: the tensor's deleter drops it, and so
+ * does this function if it fails.
+ */
+PyObject *
+dlpack_export(char *data, ElemKind kind, int ndim, const Py_ssize_t *shape,
+              const Py_ssize_t *byte_strides, int versioned, int copied)
+{
+    const Py_ssize_t itemsize = itemsize_of_result(kind);
+    ExportBlock *block =
+        PyMem_RawMalloc(sizeof(ExportBlock) + sizeof(int64_t) * 2 * (size_t)(ndim > 0 ? ndim : 1));
+    if (block == NULL) {
+        shared_data_release(data);
+        return PyErr_NoMemory();
+    }
+    block->data = data;
+    DLTensor tensor = {
+        .data = data,
+        .device = {kDLCPU, 0},
+        .ndim = ndim,
+        .dtype = dtype_of_kind(kind),
+        .shape = block->dims,
+        .strides = block->dims + ndim,
+        .byte_offset = 0,
+    };
+    for (int d = 0; d < ndim; d++) {
+        block->dims[d] = shape[d];
+        block->dims[ndim + d] = byte_strides[d] / itemsize;
+    }
+    PyObject *capsule;
+    if (versioned) {
+        DLManagedTensorVersioned *m = &block->managed.versioned;
+        m->version.major = DLPACK_MAJOR_VERSION;
+        m->version.minor = DLPACK_MINOR_VERSION;
+        m->manager_ctx = block;
+        m->deleter = delete_versioned;
+        m->flags = copied ? DLPACK_FLAG_BITMASK_IS_COPIED : 0;
+        m->dl_tensor = tensor;
+        capsule = PyCapsule_New(m, DLPACK_VERSIONED_CAPSULE, export_capsule_destructor);
+    }
+    else {
+        DLManagedTensor *m = &block->managed.plain;
+        m->dl_tensor = tensor;
+        m->manager_ctx = block;
+        m->deleter = delete_plain;
+        capsule = PyCapsule_New(m, DLPACK_CAPSULE, export_capsule_destructor);
+    }
+    if (capsule == NULL) {
+        export_block_free(block);
+    }
+    return capsule;
+}
