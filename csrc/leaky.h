@@ -686,18 +686,18 @@ int run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loo
 typedef enum { OP_FORWARD, OP_GRAD } UnaryOp;
 
 /*
- * The sign of an exact int or bool: -1, 0 or 1.  When it is -1, *small
+ * The sign of an exact int or bool: -1, 0 or 1.  When it is -1, *as_long
  * receives the value if *fits.  Small ints are read off the object's layout
  * without a call (3.12+: the compact-value API; before: the sign of ob_size),
  * which is most of what a leaky_relu(3) costs beyond the call itself.
  */
 static inline int
-int_sign(PyObject *z, long *small, int *fits)
+int_sign(PyObject *z, long *as_long, int *fits)
 {
 #if PY_VERSION_HEX >= 0x030C0000
     if (PyUnstable_Long_IsCompact((PyLongObject *)z)) {
         Py_ssize_t value = PyUnstable_Long_CompactValue((PyLongObject *)z);
-        *small = (long)value;  /* compact means one digit: < 2**30 in size */
+        *as_long = (long)value;  /* compact means one digit: < 2**30 in size */
         *fits = 1;
         return (value > 0) - (value < 0);
     }
@@ -710,7 +710,7 @@ int_sign(PyObject *z, long *small, int *fits)
     int overflow;
     long value = PyLong_AsLongAndOverflow(z, &overflow);
     *fits = overflow == 0;
-    *small = value;
+    *as_long = value;
     if (overflow) {
         return overflow;
     }
@@ -736,12 +736,12 @@ forward_exact_number(PyObject *z, double alpha)
            operand, and neither is a constant a compiler could fold away */
         return PyFloat_FromDouble(isnan(x) ? quiet64(x) : alpha * x);
     }
-    long small;
+    long as_long;
     int fits;
-    if (int_sign(z, &small, &fits) >= 0) {
+    if (int_sign(z, &as_long, &fits) >= 0) {
         return Py_NewRef(z);  /* ints >= 0 come back as themselves */
     }
-    double x = fits ? (double)small : PyLong_AsDouble(z);
+    double x = fits ? (double)as_long : PyLong_AsDouble(z);
     if (x == -1.0 && PyErr_Occurred()) {
         return NULL;  /* OverflowError, exactly as alpha * z raises it */
     }
@@ -765,9 +765,9 @@ float_gradient(LeakyState *st, int positive, PyObject *alpha_obj, double alpha)
 static inline int
 exact_number_is_positive(PyObject *z)
 {
-    long small;
+    long as_long;
     int fits;
-    return PyFloat_CheckExact(z) ? PyFloat_AS_DOUBLE(z) > 0 : int_sign(z, &small, &fits) > 0;
+    return PyFloat_CheckExact(z) ? PyFloat_AS_DOUBLE(z) > 0 : int_sign(z, &as_long, &fits) > 0;
 }
 
 /* leaky_relu_grad of an exact float, int or bool (is_exact_number). */
