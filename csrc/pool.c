@@ -28,6 +28,9 @@
 #define LEAKY_SPIN_ROUNDS 20000
 
 #ifdef _WIN32
+/* Without it <windows.h> pulls in rpc.h and with it the SDK's rpcndr.h,
+   whose `#define small char` rewrites any later identifier `small`. */
+#define WIN32_LEAN_AND_MEAN
 #include <windows.h>
 typedef HANDLE ThreadHandle;
 typedef SRWLOCK Mutex;
