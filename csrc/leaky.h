@@ -49,13 +49,38 @@
 /* ------------------------------------------------------------------ */
 
 #if defined(_MSC_VER) && !defined(__clang__)
+/*
+ * cl.exe's C has no <stdatomic.h> without /experimental:c11atomics, so:
+ * read-modify-writes are the _Interlocked* intrinsics (full barriers,
+ * declared by <intrin.h>), and loads are plain loads with acquire order.
+ * A load must not be an interlocked operation: the pool's spinning workers
+ * load the ticket in a loop, and a read-modify-write would take the cache
+ * line from the threads that update it.  __iso_volatile_load64 is a single
+ * 64-bit load whatever /volatile: says (aligned, so never torn); on x64
+ * (TSO) every load is an acquire and only the compiler must not move later
+ * accesses above it; on ARM64 a dmb ish after it makes it one.
+ */
 #include <intrin.h>
-#define ATOMIC_LOAD(p) _InterlockedOr64((volatile long long *)(p), 0)
+#if defined(_M_ARM64)
+#define ATOMIC_ACQUIRE_FENCE() __dmb(_ARM64_BARRIER_ISH)
+#else
+#define ATOMIC_ACQUIRE_FENCE() _ReadWriteBarrier()
+#endif
+_Static_assert(sizeof(void *) == sizeof(long long), "64-bit targets only (pointer loads)");
+static __forceinline long long
+atomic_load_acquire64(const volatile long long *p)
+{
+    long long value = __iso_volatile_load64((const volatile __int64 *)p);
+    ATOMIC_ACQUIRE_FENCE();
+    return value;
+}
+/* every field these touch is a long long or a pointer */
+#define ATOMIC_LOAD(p) atomic_load_acquire64((const volatile long long *)(p))
 #define ATOMIC_STORE(p, v) _InterlockedExchange64((volatile long long *)(p), (v))
 #define ATOMIC_ADD(p, v) _InterlockedExchangeAdd64((volatile long long *)(p), (v))
 #define ATOMIC_CAS(p, expected, desired) \
     (_InterlockedCompareExchange64((volatile long long *)(p), (desired), (expected)) == (expected))
-#define ATOMIC_LOAD_PTR(p) _InterlockedCompareExchangePointer((void *volatile *)(p), NULL, NULL)
+#define ATOMIC_LOAD_PTR(p) ((void *)atomic_load_acquire64((const volatile long long *)(p)))
 #define ATOMIC_CAS_PTR(p, expected, desired) \
     (_InterlockedCompareExchangePointer((void *volatile *)(p), (desired), (expected)) == (expected))
 #else

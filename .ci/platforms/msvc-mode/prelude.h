@@ -28,6 +28,10 @@
 #define __INTRINSIC_DEFINED___movsd
 #define __INTRINSIC_DEFINED___movsq
 
+/* mingw-w64 makes the barriers GCC asm macros unless _ReadWriteBarrier is
+   already a macro; clang's <intrin.h> declares them as its builtins. */
+#define _ReadWriteBarrier _ReadWriteBarrier
+
 /* mingw-w64's x86-64 _setjmp takes a frame pointer, the SDK's (which clang's
    <intrin.h> declares) does not; leaky calls neither. */
 #define _setjmp leaky_ci_mingw_setjmp
