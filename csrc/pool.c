@@ -59,9 +59,14 @@ typedef pthread_cond_t Cond;
 #define cond_broadcast(c) pthread_cond_broadcast(c)
 #endif
 
+/* A spin-wait hint, so a spinning worker yields its core's resources to a
+   sibling hyperthread (x86-64) or signals a spin loop (arm64). */
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
 #define cpu_relax() _mm_pause()
-#elif defined(__aarch64__) && !defined(_MSC_VER)
+#elif defined(_M_ARM64)
+#include <intrin.h>  /* MSVC and clang-cl: no GNU asm there */
+#define cpu_relax() __yield()
+#elif defined(__aarch64__)
 #define cpu_relax() __asm__ __volatile__("yield")
 #else
 #define cpu_relax() ((void)0)
