@@ -16,7 +16,7 @@
 static void
 cpu_features(int *has_avx2, int *has_avx512)
 {
-    unsigned int a, b, c, d;
+    unsigned int b, c;
     *has_avx2 = *has_avx512 = 0;
 #if defined(_MSC_VER) && !defined(__clang__)
     int regs[4];
@@ -29,13 +29,17 @@ cpu_features(int *has_avx2, int *has_avx512)
     __cpuidex(regs, 7, 0);
     b = (unsigned int)regs[1];
 #else
+    /* The functions, not cpuid.h's __cpuid(leaf, a, b, c, d) macro: where
+       <intrin.h> came first (Python.h includes it for free-threaded builds
+       on mingw), __cpuid is MSVC's two-argument function instead. */
+    unsigned int a, d;
     if (__get_cpuid_max(0, NULL) < 7) return;
-    __cpuid(1, a, b, c, d);
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return;
     if (!(c & (1u << 27)) || !(c & (1u << 29))) return;  /* OSXSAVE, F16C */
     unsigned int xlo, xhi;
     __asm__("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
     unsigned long long xcr0 = ((unsigned long long)xhi << 32) | xlo;
-    __cpuid_count(7, 0, a, b, c, d);
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return;
 #endif
     int ymm_saved = (xcr0 & 0x6) == 0x6;
     int zmm_saved = (xcr0 & 0xe6) == 0xe6;
