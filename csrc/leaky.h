@@ -619,6 +619,7 @@ char *detach_from_output(Operand *input, const Operand *output, int output_overl
                          int *failed);
 
 int default_thread_count(void);
+int thread_count_for(const char *cgroup_root);  /* _default_thread_count(root), tests */
 void pool_run(ThreadPool *pool, const ParallelJob *job, int helpers);
 int pool_thread_count(const ThreadPool *pool);  /* its workers and the caller */
 void pool_release(ThreadPool *pool);            /* undoes pool_for_caller's claim */
