@@ -18,7 +18,8 @@ EXTERNAL = 2
 
 
 def imports(path: str) -> set[str]:
-    data = open(path, "rb").read()
+    with open(path, "rb") as file:
+        data = file.read()
     machine, _, _, symtab, nsyms, _, _ = struct.unpack_from("<HHIIIHH", data, 0)
     if machine not in MACHINES:
         raise SystemExit(f"{path}: not a COFF object for x86-64 or ARM64 (machine {machine:#x})")

@@ -33,13 +33,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 
 PYTHONS = ["cp310", "cp311", "cp312", "cp313", "cp314", "cp314t", "cp315", "cp315t"]
+
+
 # cibuildwheel's platform -> the platform tags pip is asked for.  pip takes
 # a manylinux_2_28 or musllinux_1_2 --platform literally (it widens only
 # manylinux2014 and macOS versions), so every older tag the runner's pip
@@ -86,7 +89,9 @@ def main() -> int:
     started = time.monotonic()
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     requirements = config["dependency-groups"]["wheel-test"]
-    assert all(isinstance(item, str) for item in requirements), "wheel-test must be plain requirements"
+    assert all(isinstance(item, str) for item in requirements), (
+        "wheel-test must be plain requirements"
+    )
     skip = config["tool"]["cibuildwheel"].get("test-skip", [])
     skip = skip.split() if isinstance(skip, str) else list(skip)
     identifiers = [f"{python}-{platform}" for python in PYTHONS for platform in PLATFORMS]
