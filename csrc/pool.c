@@ -63,7 +63,7 @@ typedef pthread_cond_t Cond;
    sibling hyperthread (x86-64) or signals a spin loop (arm64). */
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
 #define cpu_relax() _mm_pause()
-#elif defined(_M_ARM64)
+#elif defined(_MSC_VER) && defined(_M_ARM64)
 #include <intrin.h>  /* MSVC and clang-cl: no GNU asm there */
 #define cpu_relax() __yield()
 #elif defined(__aarch64__)
@@ -516,7 +516,7 @@ windows_cpu_count(void)
             cap = rate.CpuRate;
         }
         else if (rate.ControlFlags & JOB_OBJECT_CPU_RATE_CONTROL_MIN_MAX_RATE) {
-            cap = rate.MaxRate;
+            cap = (rate.CpuRate >> 16) & 0xffff;  /* MaxRate, the high WORD (mingw names no MinRate/MaxRate) */
         }
         if (cap > 0) {
             long allowed = (long)((cap * (unsigned long long)total + 9999) / 10000);
