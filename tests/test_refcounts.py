@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import pathlib
 import sys
 from collections.abc import Callable
 from fractions import Fraction
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import leaky._leaky as ext
 from leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
 
 REPEATS = 2000
@@ -93,3 +95,11 @@ def test_error_paths() -> None:
     check_stable(lambda: leaky_relu(1.0, out=out), [out], TypeError)
     huge = -(10**400)
     check_stable(lambda: leaky_relu(huge), [huge], OverflowError)
+
+
+def test_default_thread_count_root() -> None:
+    """The private _default_thread_count(root) releases its path on every path."""
+    root, path, bad = "/nonexistent-root", pathlib.Path("/nonexistent-root"), "a\0b"
+    check_stable(lambda: ext._default_thread_count(root), [root])
+    check_stable(lambda: ext._default_thread_count(path), [path])
+    check_stable(lambda: ext._default_thread_count(bad), [bad], ValueError)
