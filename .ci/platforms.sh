@@ -15,7 +15,8 @@
 #   aarch64-windows-gnu       .pyd, the same
 #
 # each with the GIL build's headers and with the free-threaded (3.13t)
-# ones (not mingw ARM64's: CPython's headers need MSVC's __getReg there); then an MSVC-mode compile of every file for x86-64 and ARM64
+# ones (not mingw ARM64's: CPython's headers need MSVC's __getReg there);
+# then an MSVC-mode compile of every file for x86-64 and ARM64
 # (--target=*-windows-msvc, _MSC_VER 1940), once as clang-cl sees the code
 # and once with the `!defined(__clang__)` branches forced on, as cl.exe sees
 # it.  Every Windows compile puts .ci/platforms/sdk-rpcndr first on the
