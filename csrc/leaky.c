@@ -391,6 +391,20 @@ leaky_tune(PyObject *module, PyObject *args, PyObject *kwargs)
                          (Py_ssize_t)ATOMIC_LOAD(fields[2]));
 }
 
+/* _default_thread_count(root): the automatic pool size with the cgroup files
+   read under `root` (pool.c, thread_count_for); for tests only. */
+static PyObject *
+leaky_default_thread_count(PyObject *module, PyObject *root)
+{
+    PyObject *bytes = NULL, *result = NULL;
+    if (!PyUnicode_FSConverter(root, &bytes)) {
+        return NULL;
+    }
+    result = PyLong_FromLong(thread_count_for(PyBytes_AS_STRING(bytes)));
+    Py_DECREF(bytes);
+    return result;
+}
+
 /* _worker_parts(): parts each worker of this process's pool has run, () before
    the pool exists.  Tests use it to see that threads=N keeps to N. */
 static PyObject *
@@ -425,6 +439,9 @@ static PyMethodDef leaky_methods[] = {
      "Read (and, for tests and tuning, set) the size thresholds; returns them as a dict."},
     {"_worker_parts", leaky_worker_parts, METH_NOARGS,
      "Parts of parallel calls that each pool worker has run (for tests)."},
+    {"_default_thread_count", leaky_default_thread_count, METH_O,
+     "The pool size default_thread_count() picks, with the cgroup files read under "
+     "the given root instead of / (for tests, on fabricated cgroup trees)."},
     {"_numpy_fast_path", leaky_numpy_fast_path, METH_NOARGS,
      "Whether exact ndarrays are read straight off NumPy's structs (for tests)."},
     {NULL, NULL, 0, NULL},

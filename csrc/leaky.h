@@ -49,13 +49,38 @@
 /* ------------------------------------------------------------------ */
 
 #if defined(_MSC_VER) && !defined(__clang__)
+/*
+ * cl.exe's C has no <stdatomic.h> without /experimental:c11atomics, so:
+ * read-modify-writes are the _Interlocked* intrinsics (full barriers,
+ * declared by <intrin.h>), and loads are plain loads with acquire order.
+ * A load must not be an interlocked operation: the pool's spinning workers
+ * load the ticket in a loop, and a read-modify-write would take the cache
+ * line from the threads that update it.  __iso_volatile_load64 is a single
+ * 64-bit load whatever /volatile: says (aligned, so never torn); on x64
+ * (TSO) every load is an acquire and only the compiler must not move later
+ * accesses above it; on ARM64 a dmb ish after it makes it one.
+ */
 #include <intrin.h>
-#define ATOMIC_LOAD(p) _InterlockedOr64((volatile long long *)(p), 0)
+#if defined(_M_ARM64)
+#define ATOMIC_ACQUIRE_FENCE() __dmb(_ARM64_BARRIER_ISH)
+#else
+#define ATOMIC_ACQUIRE_FENCE() _ReadWriteBarrier()
+#endif
+_Static_assert(sizeof(void *) == sizeof(long long), "64-bit targets only (pointer loads)");
+static __forceinline long long
+atomic_load_acquire64(const volatile long long *p)
+{
+    long long value = __iso_volatile_load64((const volatile __int64 *)p);
+    ATOMIC_ACQUIRE_FENCE();
+    return value;
+}
+/* every field these touch is a long long or a pointer */
+#define ATOMIC_LOAD(p) atomic_load_acquire64((const volatile long long *)(p))
 #define ATOMIC_STORE(p, v) _InterlockedExchange64((volatile long long *)(p), (v))
 #define ATOMIC_ADD(p, v) _InterlockedExchangeAdd64((volatile long long *)(p), (v))
 #define ATOMIC_CAS(p, expected, desired) \
     (_InterlockedCompareExchange64((volatile long long *)(p), (desired), (expected)) == (expected))
-#define ATOMIC_LOAD_PTR(p) _InterlockedCompareExchangePointer((void *volatile *)(p), NULL, NULL)
+#define ATOMIC_LOAD_PTR(p) ((void *)atomic_load_acquire64((const volatile long long *)(p)))
 #define ATOMIC_CAS_PTR(p, expected, desired) \
     (_InterlockedCompareExchangePointer((void *volatile *)(p), (desired), (expected)) == (expected))
 #else
@@ -668,6 +693,7 @@ char *detach_from_output(Operand *input, const Operand *output, int output_overl
                          int *failed);
 
 int default_thread_count(void);
+int thread_count_for(const char *cgroup_root);  /* _default_thread_count(root), tests */
 void pool_run(ThreadPool *pool, const ParallelJob *job, int helpers);
 int pool_thread_count(const ThreadPool *pool);  /* its workers and the caller */
 void pool_release(ThreadPool *pool);            /* undoes pool_for_caller's claim */
@@ -766,18 +792,18 @@ int run_elementwise(LeakyState *st, Operand *const *ops, int nops, InnerLoop loo
 typedef enum { OP_FORWARD, OP_GRAD } UnaryOp;
 
 /*
- * The sign of an exact int or bool: -1, 0 or 1.  When it is -1, *small
+ * The sign of an exact int or bool: -1, 0 or 1.  When it is -1, *as_long
  * receives the value if *fits.  Small ints are read off the object's layout
  * without a call (3.12+: the compact-value API; before: the sign of ob_size),
  * which is most of what a leaky_relu(3) costs beyond the call itself.
  */
 static inline int
-int_sign(PyObject *z, long *small, int *fits)
+int_sign(PyObject *z, long *as_long, int *fits)
 {
 #if PY_VERSION_HEX >= 0x030C0000
     if (PyUnstable_Long_IsCompact((PyLongObject *)z)) {
         Py_ssize_t value = PyUnstable_Long_CompactValue((PyLongObject *)z);
-        *small = (long)value;  /* compact means one digit: < 2**30 in size */
+        *as_long = (long)value;  /* compact means one digit: < 2**30 in size */
         *fits = 1;
         return (value > 0) - (value < 0);
     }
@@ -790,7 +816,7 @@ int_sign(PyObject *z, long *small, int *fits)
     int overflow;
     long value = PyLong_AsLongAndOverflow(z, &overflow);
     *fits = overflow == 0;
-    *small = value;
+    *as_long = value;
     if (overflow) {
         return overflow;
     }
@@ -816,12 +842,12 @@ forward_exact_number(PyObject *z, double alpha)
            operand, and neither is a constant a compiler could fold away */
         return PyFloat_FromDouble(isnan(x) ? quiet64(x) : alpha * x);
     }
-    long small;
+    long as_long;
     int fits;
-    if (int_sign(z, &small, &fits) >= 0) {
+    if (int_sign(z, &as_long, &fits) >= 0) {
         return Py_NewRef(z);  /* ints >= 0 come back as themselves */
     }
-    double x = fits ? (double)small : PyLong_AsDouble(z);
+    double x = fits ? (double)as_long : PyLong_AsDouble(z);
     if (x == -1.0 && PyErr_Occurred()) {
         return NULL;  /* OverflowError, exactly as alpha * z raises it */
     }
@@ -845,9 +871,9 @@ float_gradient(LeakyState *st, int positive, PyObject *alpha_obj, double alpha)
 static inline int
 exact_number_is_positive(PyObject *z)
 {
-    long small;
+    long as_long;
     int fits;
-    return PyFloat_CheckExact(z) ? PyFloat_AS_DOUBLE(z) > 0 : int_sign(z, &small, &fits) > 0;
+    return PyFloat_CheckExact(z) ? PyFloat_AS_DOUBLE(z) > 0 : int_sign(z, &as_long, &fits) > 0;
 }
 
 /* leaky_relu_grad of an exact float, int or bool (is_exact_number). */

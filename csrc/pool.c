@@ -28,6 +28,9 @@
 #define LEAKY_SPIN_ROUNDS 20000
 
 #ifdef _WIN32
+/* Without it <windows.h> pulls in rpc.h and with it the SDK's rpcndr.h,
+   whose `#define small char` rewrites any later identifier `small`. */
+#define WIN32_LEAN_AND_MEAN
 #include <windows.h>
 typedef HANDLE ThreadHandle;
 typedef SRWLOCK Mutex;
@@ -56,9 +59,14 @@ typedef pthread_cond_t Cond;
 #define cond_broadcast(c) pthread_cond_broadcast(c)
 #endif
 
+/* A spin-wait hint, so a spinning worker yields its core's resources to a
+   sibling hyperthread (x86-64) or signals a spin loop (arm64). */
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
 #define cpu_relax() _mm_pause()
-#elif defined(__aarch64__) && !defined(_MSC_VER)
+#elif defined(_MSC_VER) && defined(_M_ARM64)
+#include <intrin.h>  /* MSVC and clang-cl: no GNU asm there */
+#define cpu_relax() __yield()
+#elif defined(__aarch64__)
 #define cpu_relax() __asm__ __volatile__("yield")
 #else
 #define cpu_relax() ((void)0)
@@ -331,6 +339,196 @@ process_fork_count(void)
 }
 #endif
 
+#ifdef __linux__
+/* The first `size - 1` bytes of a file into buf, NUL-terminated; 0 if unreadable. */
+static int
+read_text_file(const char *path, char *buf, size_t size)
+{
+    FILE *file = fopen(path, "r");
+    if (file == NULL) {
+        return 0;
+    }
+    size_t got = fread(buf, 1, size - 1, file);
+    fclose(file);
+    buf[got] = '\0';
+    return got > 0;
+}
+
+/* dir/name into out; 0 if it does not fit. */
+static int
+join_path(char *out, size_t size, const char *dir, const char *name)
+{
+    int length = snprintf(out, size, "%s/%s", dir, name);
+    return length >= 0 && (size_t)length < size;
+}
+
+/* The CPU time one cgroup directory allows, in CPUs (quota / period); 0 if
+   it sets no limit.  v2: cpu.max ("max 100000" or "200000 100000"); v1:
+   cpu.cfs_quota_us (-1 for none) over cpu.cfs_period_us. */
+static double
+cgroup_dir_cpus(const char *dir, int v2)
+{
+    char path[4200], text[128];
+    long long quota = 0, period = 0;
+    if (v2) {
+        if (!join_path(path, sizeof path, dir, "cpu.max") ||
+            !read_text_file(path, text, sizeof text) ||
+            sscanf(text, "%lld %lld", &quota, &period) != 2) {
+            return 0;  /* absent, or "max ...": no limit here */
+        }
+    }
+    else {
+        if (!join_path(path, sizeof path, dir, "cpu.cfs_quota_us") ||
+            !read_text_file(path, text, sizeof text) || sscanf(text, "%lld", &quota) != 1) {
+            return 0;
+        }
+        if (!join_path(path, sizeof path, dir, "cpu.cfs_period_us") ||
+            !read_text_file(path, text, sizeof text) || sscanf(text, "%lld", &period) != 1) {
+            return 0;
+        }
+    }
+    return quota > 0 && period > 0 ? (double)quota / (double)period : 0;
+}
+
+/*
+ * The CPUs' worth of time this process's cgroup lets it use, rounded up; 0
+ * when no quota applies.  A container limited to 2 CPUs on a 64-core host
+ * still has all 64 in its affinity mask, and a 64-thread pool there only
+ * queues behind the quota.  /proc/self/cgroup names the process's cgroup:
+ * "0::/path" (v2) or "N:cpu,cpuacct:/path" (v1).  Every directory from
+ * that cgroup up to the hierarchy's mount point may set a limit, and the
+ * smallest applies; where the path does not exist under the mount (a
+ * container that sees only its own cgroup, mounted at the top, but the
+ * host's path), the mount point is still read.  Every file is read under
+ * `root` ("" for the real ones; tests pass a fabricated tree).
+ */
+static long
+cgroup_cpu_limit(const char *root)
+{
+    char path[4200], line[4200];
+    if (!join_path(path, sizeof path, root, "proc/self/cgroup")) {
+        return 0;
+    }
+    FILE *file = fopen(path, "r");
+    if (file == NULL) {
+        return 0;
+    }
+    double limit = 0;
+    while (fgets(line, sizeof line, file) != NULL) {
+        char *controllers = strchr(line, ':');
+        char *group = controllers == NULL ? NULL : strchr(controllers + 1, ':');
+        if (group == NULL) {
+            continue;
+        }
+        *controllers++ = '\0';
+        *group++ = '\0';
+        group[strcspn(group, "\n")] = '\0';
+        int v2 = strcmp(line, "0") == 0 && *controllers == '\0';
+        int v1_cpu = 0;  /* "cpu" among the comma-separated controllers */
+        for (const char *item = controllers; *item != '\0';) {
+            size_t length = strcspn(item, ",");
+            v1_cpu |= length == 3 && strncmp(item, "cpu", 3) == 0;
+            item += length + (item[length] == ',');
+        }
+        if (!v2 && !v1_cpu) {
+            continue;
+        }
+        const char *mounts[2] = {"/sys/fs/cgroup", NULL};
+        if (!v2) {
+            mounts[0] = "/sys/fs/cgroup/cpu,cpuacct";
+            mounts[1] = "/sys/fs/cgroup/cpu";
+        }
+        for (int m = 0; m < 2 && mounts[m] != NULL; m++) {
+            char dir[4200];
+            int base = snprintf(dir, sizeof dir, "%s%s", root, mounts[m]);
+            if (base < 0 || (size_t)base >= sizeof dir) {
+                continue;
+            }
+            int rest = snprintf(dir + base, sizeof dir - (size_t)base, "%s", group);
+            if (rest < 0 || (size_t)rest >= sizeof dir - (size_t)base) {
+                continue;  /* too long to be a real cgroup path */
+            }
+            /* the cgroup, then each parent up to the mount point */
+            for (;;) {
+                double cpus = cgroup_dir_cpus(dir, v2);
+                if (cpus > 0 && (limit == 0 || cpus < limit)) {
+                    limit = cpus;
+                }
+                char *slash = strrchr(dir + base, '/');
+                if (slash == NULL) {
+                    break;
+                }
+                *slash = '\0';
+            }
+        }
+    }
+    fclose(file);
+    if (limit <= 0) {
+        return 0;
+    }
+    long whole = (long)limit;
+    return whole + (limit > (double)whole);  /* 1.5 CPUs' worth: 2 threads */
+}
+#endif /* __linux__ */
+
+#ifdef _WIN32
+static long
+count_bits(unsigned long long mask)
+{
+    long count = 0;
+    for (; mask != 0; mask &= mask - 1) {
+        count++;
+    }
+    return count;
+}
+
+/*
+ * The CPUs this process may use on Windows.  Before Windows 11 a process's
+ * threads run in one processor group (at most 64 CPUs), its affinity mask
+ * within that group (which a job object's affinity limit narrows too);
+ * from Windows 11 on, a process without an explicit affinity spans every
+ * group, and GetProcessGroupAffinity says so.  A job object may also cap
+ * the CPU rate: CpuRate (or MaxRate) is in hundredths of a percent of all
+ * the machine's CPUs, so a 25% cap on 8 CPUs allows 2 CPUs' worth.
+ */
+static long
+windows_cpu_count(void)
+{
+    HANDLE process = GetCurrentProcess();
+    USHORT groups[64];
+    USHORT ngroups = 64;
+    DWORD_PTR process_mask = 0, system_mask = 0;
+    long total = (long)GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
+    long count = total;
+    if (GetProcessGroupAffinity(process, &ngroups, groups) && ngroups > 1) {
+        count = total;  /* spans groups: every CPU of the machine */
+    }
+    else if (GetProcessAffinityMask(process, &process_mask, &system_mask) && process_mask != 0) {
+        count = count_bits((unsigned long long)process_mask);  /* its group, as its mask allows */
+    }
+    JOBOBJECT_CPU_RATE_CONTROL_INFORMATION rate;
+    memset(&rate, 0, sizeof rate);
+    if (QueryInformationJobObject(NULL, JobObjectCpuRateControlInformation, &rate, sizeof rate,
+                                  NULL) &&
+        (rate.ControlFlags & JOB_OBJECT_CPU_RATE_CONTROL_ENABLE)) {
+        unsigned long long cap = 0;  /* hundredths of a percent of all CPUs */
+        if (rate.ControlFlags & JOB_OBJECT_CPU_RATE_CONTROL_HARD_CAP) {
+            cap = rate.CpuRate;
+        }
+        else if (rate.ControlFlags & JOB_OBJECT_CPU_RATE_CONTROL_MIN_MAX_RATE) {
+            cap = (rate.CpuRate >> 16) & 0xffff;  /* MaxRate, the high WORD (mingw names no MinRate/MaxRate) */
+        }
+        if (cap > 0) {
+            long allowed = (long)((cap * (unsigned long long)total + 9999) / 10000);
+            if (allowed < count) {
+                count = allowed;
+            }
+        }
+    }
+    return count;
+}
+#endif /* _WIN32 */
+
 /*
  * The thread cap, LEAKY_MAX_THREADS = 1024: the CPUs this process may use
  * up to there, or LEAKY_NUM_THREADS and threads= up to there.  Not lower:
@@ -341,13 +539,20 @@ process_fork_count(void)
  * memory bandwidth long before that many threads; and it bounds the
  * threads a mistyped LEAKY_NUM_THREADS can start (each with its own
  * stack).  The ticket's fields (above) would allow up to 16,383.
+ *
+ * "May use": the affinity mask (Linux) or the process's processor groups
+ * and affinity (Windows), then any CPU quota: a Linux cgroup's cpu.max (or
+ * v1 cfs quota), a Windows job object's CPU rate cap.  `cgroup_root` is
+ * where the cgroup files are read ("" for the real ones): the private
+ * _default_thread_count(root) passes a fabricated tree, for tests.
  */
 int
-default_thread_count(void)
+thread_count_for(const char *cgroup_root)
 {
     long count = 1;
 #ifdef _WIN32
-    count = (long)GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
+    (void)cgroup_root;
+    count = windows_cpu_count();
 #elif defined(__linux__) && defined(CPU_COUNT)
     cpu_set_t set;
     if (sched_getaffinity(0, sizeof set, &set) == 0) {
@@ -357,11 +562,24 @@ default_thread_count(void)
         count = sysconf(_SC_NPROCESSORS_ONLN);
     }
 #else
+    (void)cgroup_root;
     count = sysconf(_SC_NPROCESSORS_ONLN);
+#endif
+#ifdef __linux__
+    long quota = cgroup_cpu_limit(cgroup_root);
+    if (quota > 0 && quota < count) {
+        count = quota;
+    }
 #endif
     if (count < 1) count = 1;
     if (count > LEAKY_MAX_THREADS) count = LEAKY_MAX_THREADS;
     return (int)count;
+}
+
+int
+default_thread_count(void)
+{
+    return thread_count_for("");
 }
 
 void

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import pathlib
 import sys
 from collections.abc import Callable
 from fractions import Fraction
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import leaky._leaky as ext
 from leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
 
 REPEATS = 2000
@@ -189,3 +191,11 @@ def test_number_path_refusals() -> None:
     check_stable(lambda: leaky_relu(odd), [odd], TypeError)
     check_stable(lambda: leaky_relu(items), [items, odd], TypeError)
     check_stable(lambda: leaky_relu_backward(odd, 1.0), [odd], TypeError)
+
+
+def test_default_thread_count_root() -> None:
+    """The private _default_thread_count(root) releases its path on every path."""
+    root, path, bad = "/nonexistent-root", pathlib.Path("/nonexistent-root"), "a\0b"
+    check_stable(lambda: ext._default_thread_count(root), [root])
+    check_stable(lambda: ext._default_thread_count(path), [path])
+    check_stable(lambda: ext._default_thread_count(bad), [bad], ValueError)

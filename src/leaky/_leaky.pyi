@@ -1,5 +1,6 @@
 """Type stubs for the C extension (the functions re-exported by ``leaky``)."""
 
+import os
 from typing import Any, Final, Literal, SupportsFloat, SupportsIndex, TypeVar, overload
 
 _Alpha = SupportsFloat | SupportsIndex
@@ -19,6 +20,9 @@ def _tune(
     gil_threshold: int = -1, parallel_threshold: int = -1, stream_bytes: int = -1
 ) -> dict[str, int]: ...
 def _worker_parts() -> tuple[int, ...]: ...
+def _default_thread_count(
+    root: str | bytes | os.PathLike[str], /
+) -> int: ...  # tests: cgroup files under root
 def _numpy_fast_path() -> Literal["untried", "loading", "ready", "unusable"]: ...
 
 class ResultBuffer:
