@@ -8,6 +8,7 @@ Three opt-in build switches, for the hardening checks in .ci/ (docs/reliability.
 """
 
 import os
+import platform
 import sys
 
 from setuptools import Extension, setup
@@ -93,15 +94,42 @@ class AlwaysBuildExt(build_ext):
 
 
 
-def numpy_include() -> str:
+def numpy_include() -> str | None:
     """NumPy's headers, for leaky._ufunc (pyproject.toml's build requirements install them).
 
     Imported here, not at the top, so that reading this file needs no NumPy.
+    None only where the build requirements leave NumPy out (Windows ARM64 on
+    Python 3.10, which has no NumPy wheel); anywhere else a missing NumPy is
+    an error, so that no wheel loses leaky.ufunc by accident.
     """
-    import numpy
-
+    try:
+        import numpy
+    except ImportError:
+        if sys.platform == "win32" and platform.machine() == "ARM64" and sys.version_info < (3, 11):
+            print("leaky: no NumPy for Windows ARM64 on Python 3.10; building without leaky.ufunc")
+            return None
+        raise
     return str(numpy.get_include())
 
+
+# leaky.ufunc: NumPy ufuncs over leaky._leaky's kernels, which it reaches
+# through a capsule (csrc/ufunc_api.h says why), so it is one small file.
+# Built against NumPy >= 2's headers, it runs on NumPy 1.24 and up.
+numpy_headers = numpy_include()
+ufunc_extension = (
+    []
+    if numpy_headers is None
+    else [
+        Extension(
+            "leaky._ufunc",
+            sources=["csrc/ufunc.c"],
+            depends=["csrc/leaky.h", "csrc/ufunc_api.h"],
+            include_dirs=[numpy_headers],
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+        )
+    ]
+)
 
 setup(
     cmdclass={"build_ext": AlwaysBuildExt},
@@ -114,16 +142,6 @@ setup(
             extra_link_args=link_args,
             libraries=libraries,
         ),
-        # leaky.ufunc: NumPy ufuncs over leaky._leaky's kernels, which it reaches
-        # through a capsule (csrc/ufunc_api.h says why), so it is one small file.
-        # Built against NumPy >= 2's headers, it runs on NumPy 1.24 and up.
-        Extension(
-            "leaky._ufunc",
-            sources=["csrc/ufunc.c"],
-            depends=["csrc/leaky.h", "csrc/ufunc_api.h"],
-            include_dirs=[numpy_include()],
-            extra_compile_args=compile_args,
-            extra_link_args=link_args,
-        ),
-    ],
+    ]
+    + ufunc_extension,
 )

@@ -15,6 +15,16 @@ float16 computes in float32 with ``float32(alpha)`` and rounds once, float32
 and float64 keep their type, integers and bool give float64.
 """
 
-from leaky._ufunc import leaky_relu, leaky_relu_backward, leaky_relu_grad
+try:
+    from leaky._ufunc import leaky_relu, leaky_relu_backward, leaky_relu_grad
+except ModuleNotFoundError as error:
+    if error.name != "leaky._ufunc":
+        raise
+    # setup.py leaves the extension out only where NumPy has no wheel to build
+    # against (Windows ARM64 on Python 3.10).
+    raise ImportError(
+        "leaky.ufunc is not part of this build of leaky: it is built against NumPy's "
+        "headers, and this platform had no NumPy to build with"
+    ) from error
 
 __all__ = ["leaky_relu", "leaky_relu_backward", "leaky_relu_grad"]
