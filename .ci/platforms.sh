@@ -22,6 +22,11 @@
 # it.  Every Windows compile puts .ci/platforms/sdk-rpcndr first on the
 # include path: it gives mingw-w64's headers the SDK's `#define small char`.
 #
+# Both of setup.py's extensions are built: leaky._leaky, and leaky._ufunc
+# against the target's own NumPy headers, taken from NumPy's wheel for that
+# platform (MSVC mode adds a stand-in for the UCRT's <complex.h>, which they
+# use under _MSC_VER: .ci/platforms/msvc-mode/include/).
+#
 # Last, whether every test dependency (the `wheel-test` group) installs from
 # wheels on each of the 64 wheel identifiers, against [tool.cibuildwheel]'s
 # test-skip (.ci/platforms/wheel_deps.py).
@@ -64,7 +69,58 @@ trap 'rm -rf "$work"' EXIT
 
 # setup.py's flags for gcc and clang, warnings as errors
 cflags=(-O3 -std=c11 -Wall -Wextra -Wno-unused-parameter -Werror)
-sources=(csrc/*.c)
+# setup.py's two extensions: leaky._leaky is every file but ufunc.c, which
+# is leaky._ufunc on its own, compiled against NumPy's headers.
+sources=()
+for src in csrc/*.c; do
+    [ "$src" = csrc/ufunc.c ] || sources+=("$src")
+done
+
+# NumPy's headers as a wheel for the target ships them: _numpyconfig.h is
+# written per platform when NumPy is built (type sizes, whether <endian.h>
+# exists; Windows' long is 4 bytes), so the host's cannot stand in.  The
+# include directory of the newest NumPy 2 wheel for CPython 3.13 (the build
+# requirement is numpy>=2), cached per platform; the wheels are not kept.
+numpy_headers() {  # $1: the target; prints the include directory
+    local platforms
+    case $1 in
+    x86_64-linux-gnu*) platforms="manylinux_2_28_x86_64" ;;
+    aarch64-linux-gnu*) platforms="manylinux_2_28_aarch64" ;;
+    x86_64-linux-musl) platforms="musllinux_1_2_x86_64" ;;
+    aarch64-linux-musl) platforms="musllinux_1_2_aarch64" ;;
+    x86_64-macos*) platforms="macosx_14_0_x86_64 macosx_10_13_x86_64" ;;
+    aarch64-macos*) platforms="macosx_14_0_arm64 macosx_11_0_arm64" ;;
+    x86_64-windows*) platforms="win_amd64" ;;
+    aarch64-windows*) platforms="win_arm64" ;;
+    *) echo "platforms.sh: no NumPy wheel platform for $1" >&2; return 1 ;;
+    esac
+    local dir=$cache/numpy-headers/${platforms%% *}
+    if [ ! -f "$dir/include/numpy/_numpyconfig.h" ]; then
+        local args=() platform download=$work/numpy-${platforms%% *}
+        for platform in $platforms; do args+=(--platform "$platform"); done
+        "$venv/bin/python" -m pip download --quiet --no-deps --only-binary :all: \
+            --python-version 3.13 --implementation cp --abi cp313 "${args[@]}" \
+            -d "$download" "numpy>=2" >&2 || return 1
+        rm -rf "$dir" && mkdir -p "$dir"
+        "$venv/bin/python" - "$download"/numpy-*.whl "$dir" <<'PY' || return 1
+import sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as archive:
+    prefix = "numpy/_core/include/"
+    members = [m for m in archive.namelist() if m.startswith(prefix)]
+    for member in members:
+        target = dest + "/include/" + member[len(prefix):]
+        if not member.endswith("/"):
+            import os
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as out:
+                out.write(archive.read(member))
+    with open(dest + "/version", "w") as out:
+        out.write(wheel.rsplit("/", 1)[-1].split("-")[1] + "\n")
+PY
+    fi
+    echo "$dir/include"
+}
 
 # PC/pyconfig.h for Windows: 3.13 ships it as PC/pyconfig.h.in, and the
 # build copies it, defining Py_GIL_DISABLED for the free-threaded build.
@@ -86,12 +142,15 @@ windows_pyconfig() {  # $1: gil or ft; prints the include directory
 build() {
     local target=$1 variant=$2 out=$work/$1-$2
     mkdir -p "$out"
-    local ft=()
+    local ft=() numpy_include
     [ "$variant" = ft ] && ft=(-DPy_GIL_DISABLED=1)
+    numpy_include=$(numpy_headers "$target") || return 1
     case $target in
     *-linux-*)
         zig cc -target "$target" "${cflags[@]}" "${ft[@]}" -I.ci/platforms/posix -I"$cpython/Include" \
             -flto -fPIC -shared -o "$out/_leaky.so" "${sources[@]}" -Wl,--no-as-needed -lpthread || return 1
+        zig cc -target "$target" "${cflags[@]}" "${ft[@]}" -I.ci/platforms/posix -I"$cpython/Include" \
+            -I"$numpy_include" -fPIC -shared -o "$out/_ufunc.so" csrc/ufunc.c || return 1
         local needed
         needed=$(readelf -d "$out/_leaky.so" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort | tr '\n' ' ')
         case $target in
@@ -116,6 +175,9 @@ build() {
         # are what Apple clang would compile; only cross-file inlining differs)
         zig cc -target "$target" "${cflags[@]}" "${ft[@]}" -I.ci/platforms/posix -I"$cpython/Include" \
             -fPIC -shared -Wl,-undefined,dynamic_lookup -o "$out/_leaky.so" "${sources[@]}" || return 1
+        zig cc -target "$target" "${cflags[@]}" "${ft[@]}" -I.ci/platforms/posix -I"$cpython/Include" \
+            -I"$numpy_include" -fPIC -shared -Wl,-undefined,dynamic_lookup -o "$out/_ufunc.so" \
+            csrc/ufunc.c || return 1
         echo "   $target $variant: linked (CPython's symbols left to the loader)"
         ;;
     *-windows-gnu)
@@ -140,7 +202,15 @@ build() {
         { echo "LIBRARY $dll"; echo "EXPORTS"; "$venv/bin/python" .ci/platforms/coff_imports.py "${objects[@]}"; } >"$out/python.def"
         zig dlltool -m "$machine" -D "$dll" -d "$out/python.def" -l "$out/libpython.a" || return 1
         zig cc -target "$target" -shared -o "$out/_leaky.pyd" "${objects[@]}" "$out/libpython.a" || return 1
-        echo "   $target $variant: linked against $(($(wc -l <"$out/python.def") - 2)) names of $dll"
+        # leaky._ufunc the same way, with the target's NumPy headers (NumPy's
+        # own C API comes through its capsule at import: no NumPy library)
+        zig cc -target "$target" "${cflags[@]}" -I.ci/platforms/sdk-rpcndr -I"$pyconfig" \
+            -I"$cpython/Include" -I"$numpy_include" -c -o "$out/ufunc.obj" csrc/ufunc.c || return 1
+        { echo "LIBRARY $dll"; echo "EXPORTS"; "$venv/bin/python" .ci/platforms/coff_imports.py "$out/ufunc.obj"; } >"$out/python-ufunc.def"
+        zig dlltool -m "$machine" -D "$dll" -d "$out/python-ufunc.def" -l "$out/libpython-ufunc.a" || return 1
+        zig cc -target "$target" -shared -o "$out/_ufunc.pyd" "$out/ufunc.obj" "$out/libpython-ufunc.a" || return 1
+        echo "   $target $variant: linked against $(($(wc -l <"$out/python.def") - 2)) names of $dll" \
+            "(leaky._ufunc: $(($(wc -l <"$out/python-ufunc.def") - 2)))"
         ;;
     esac
 }
@@ -171,13 +241,15 @@ msvc_check() {
     if [ "$mode" = forced ] && [ "$arch" = x86_64 ]; then
         isa=(-mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512bf16)
     fi
-    local src
+    local src numpy_include
+    numpy_include=$(numpy_headers "$arch-windows") || return 1
     for src in "$srcdir"/*.c; do
         ZIG_LIBC=$libc zig cc -target "$arch-windows-msvc" \
             -fms-compatibility -fms-extensions -fms-compatibility-version=19.40 -fgnuc-version=4.2.1 \
             -include .ci/platforms/msvc-mode/prelude.h "${isa[@]}" \
             -O2 -std=c11 -Wall -Wextra -Wno-unused-parameter -Werror \
-            -I.ci/platforms/sdk-rpcndr -isystem "$pyconfig" -I"$cpython/Include" \
+            -I.ci/platforms/sdk-rpcndr -I.ci/platforms/msvc-mode/include \
+            -isystem "$pyconfig" -I"$cpython/Include" -I"$numpy_include" \
             -c -o "$out/$(basename "$src" .c).obj" "$src" || return 1
     done
     echo "   $arch-windows-msvc $mode $variant: compiled"
