@@ -6,17 +6,6 @@
  */
 #include "leaky.h"
 
-static LoopContext
-make_context(double alpha)
-{
-    LoopContext ctx = {0};
-    ctx.alpha = alpha;
-    ctx.alpha32 = (float)alpha;
-    ctx.alpha16 = float_to_half(ctx.alpha32);
-    ctx.alpha_bf16 = float_to_bf16(ctx.alpha32);
-    return ctx;
-}
-
 /* Copies shape and strides in, filling what the exporter left out. */
 static int
 operand_normalize(Operand *op, const char *fname)
@@ -483,7 +472,7 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
     if (failed) {
         goto done;
     }
-    LoopContext ctx = make_context(alpha);
+    LoopContext ctx = loop_context_for(alpha);
     ctx.streaming = !self_overlap && should_stream(st, out_obj, &out, overlaps && !detached);
     Operand *ops[2] = {&in, &out};
     const KernelTable *kernels = st->kernels;
@@ -547,7 +536,7 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
     if (failed) {
         goto done;
     }
-    LoopContext ctx = make_context(alpha);
+    LoopContext ctx = loop_context_for(alpha);
     ctx.streaming = !self_overlap &&
         should_stream(st, out_obj, &out, (grad_overlaps && !detached_grad) + (z_overlaps && !detached_z));
     ctx.grad_kind = grad.kind;

@@ -404,6 +404,20 @@ typedef struct {
     int streaming;        /* SIMD loops may write with non-temporal stores */
 } LoopContext;
 
+/* The context for a slope: each lane type's slope derived once from alpha.
+   Every caller that runs the loops builds its context here (buffers.c, the
+   ufunc's type loops, the C harnesses), so no kind's slope is left unset. */
+static inline LoopContext
+loop_context_for(double alpha)
+{
+    LoopContext ctx = {0};
+    ctx.alpha = alpha;
+    ctx.alpha32 = (float)alpha;
+    ctx.alpha16 = float_to_half(ctx.alpha32);
+    ctx.alpha_bf16 = float_to_bf16(ctx.alpha32);
+    return ctx;
+}
+
 /* Is the slope NaN?  Then the SIMD kernels leave the call to the portable
    loops (see "The NaN rule"); float32(alpha) is NaN exactly when alpha is. */
 static inline int

@@ -58,25 +58,20 @@ typedef struct {
     int slope_is_f32;    /* the slope operand is float32 (float16 and float32 loops) */
 } LoopSpec;
 
-/* The LoopContext leaky's functions build for a slope (buffers.c, make_context). */
+/* The LoopContext leaky's functions build for a slope (leaky.h, loop_context_for). */
 static inline LoopContext
 context_at(const char *slope, int slope_is_f32)
 {
-    LoopContext ctx = {0};
     if (slope_is_f32) {
         float a;
         memcpy(&a, slope, sizeof a);
-        ctx.alpha32 = a;
-        ctx.alpha = (double)a;
+        LoopContext ctx = loop_context_for((double)a);
+        ctx.alpha32 = a;  /* its own bits: widening would quiet a signalling NaN */
+        return ctx;
     }
-    else {
-        double a;
-        memcpy(&a, slope, sizeof a);
-        ctx.alpha = a;
-        ctx.alpha32 = (float)a;
-    }
-    ctx.alpha16 = float_to_half(ctx.alpha32);
-    return ctx;
+    double a;
+    memcpy(&a, slope, sizeof a);
+    return loop_context_for(a);
 }
 
 static InnerLoop

@@ -155,18 +155,6 @@ rule_element(ElemKind kind, SimdOp op, const char *x, const char *z, const LoopC
     return float_to_half(half_to_float(xb) * (positive ? 1.0f : ctx->alpha32));
 }
 
-/* The slopes as buffers.c derives them from alpha. */
-static LoopContext
-context_of(double alpha)
-{
-    LoopContext ctx = {0};
-    ctx.alpha = alpha;
-    ctx.alpha32 = (float)alpha;
-    ctx.alpha16 = float_to_half(ctx.alpha32);
-    ctx.alpha_bf16 = float_to_bf16(ctx.alpha32);
-    return ctx;
-}
-
 static InnerLoop
 loop_of(const KernelTable *table, SimdOp op, ElemKind kind)
 {
@@ -234,7 +222,7 @@ check_vectors(const KernelTable *table)
         InnerLoop loop = loop_of(table, (SimdOp)op, KIND_BF16);
         const uint16_t *data = op == SIMD_BACKWARD ? vector_grad_output : vector_x;
         for (int s = 0; s < VECTOR_SLOPES; s++) {
-            LoopContext ctx = context_of(vector_alphas[s]);
+            LoopContext ctx = loop_context_for(vector_alphas[s]);
             memset(out, 0xab, sizeof out);
             Py_ssize_t at = 0;
             for (int run = 0; at < PATTERNS; run++) {
@@ -342,7 +330,7 @@ main(int argc, char **argv)
                         }
                         memset(out_simd, 0xab, sizeof out_simd);
                         memset(out_portable, 0xab, sizeof out_portable);
-                        LoopContext ctx = context_of(slopes[rep % nslopes]);
+                        LoopContext ctx = loop_context_for(slopes[rep % nslopes]);
                         ctx.streaming = (int)(next_random() % 2);
                         const Py_ssize_t steps[3] = {step, step, step};
                         char *in1 = (char *)first + offset, *in2 = (char *)second + offset;

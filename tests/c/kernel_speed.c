@@ -80,11 +80,7 @@ main(int argc, char **argv)
     if (!in1 || !in2 || !out) {
         return 1;
     }
-    LoopContext ctx = {0};
-    ctx.alpha = 0.01;
-    ctx.alpha32 = (float)ctx.alpha;
-    ctx.alpha16 = float_to_half(ctx.alpha32);
-    ctx.alpha_bf16 = float_to_bf16(ctx.alpha32);
+    LoopContext ctx = loop_context_for(0.01);
     const KernelTable *tables[4];
     int ntables = supported_kernels(tables);
     printf("%-9s %-9s %9s %9s %9s %9s %7s\n", "path", "op", "n", "f32 ns", "bf16 ns",
