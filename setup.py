@@ -64,10 +64,11 @@ if sys.platform.startswith("linux"):
 SOURCES = [
     "leaky",  # argument parsing, the public functions and their scalar fast path, init
     "numbers",  # Python numbers and lists/tuples of them
-    "buffers",  # the buffer paths: operands, outputs, overlap, results
-    "numpy_fastpath",  # exact ndarrays without the buffer protocol
+    "buffers",  # the array paths: each operand to its kind of input, the output, the loop
+    "input_ndarray",  # exact ndarrays: read directly, results from PyArray_New
+    "input_buffer",  # the buffer protocol: acquire, release, result containers
+    "input_dlpack",  # DLPack tensors in (torch, JAX, the array API) and results out
     "result_buffer",  # the exporter behind memoryview and DLPack results
-    "dlpack",  # DLPack tensors in (torch, JAX, the array API) and results out
     "driver",  # loop plans over any strides, run here or on the pool
     "pool",  # the thread pool and its thread shims
     "formats",  # buffer format strings to element kinds

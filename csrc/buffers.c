@@ -1,133 +1,52 @@
 /*
- * buffers.c: leaky_relu, leaky_relu_grad and leaky_relu_backward on
- * anything with the buffer protocol: acquire the operands, check formats
- * and shapes, make or check the output, detach inputs that overlap it, and
- * hand the loop to the driver.
+ * buffers.c: leaky_relu, leaky_relu_grad and leaky_relu_backward on arrays.
+ *
+ * Only orchestration: each operand is acquired by the first kind of input
+ * that takes it (input_kinds: an exact ndarray, a buffer, a DLPack tensor;
+ * each its own file, which alone knows how to acquire, release and make a
+ * result for it); here the shapes and the output are checked, inputs that
+ * overlap the output detached, and the loop handed to the driver.
  */
 #include "leaky.h"
 
-/* Copies shape and strides in, filling what the exporter left out. */
-static int
-operand_normalize(Operand *op, const char *fname)
-{
-    Py_buffer *v = &op->view;
-    if (v->ndim < 0 || v->ndim > PyBUF_MAX_NDIM) {
-        PyErr_Format(PyExc_ValueError, "%s() cannot handle a buffer with %d dimensions",
-                     fname, v->ndim);
-        return -1;
-    }
-    if (v->shape == NULL && v->ndim == 1) {
-        op->shape[0] = v->itemsize > 0 ? v->len / v->itemsize : 0;
-    }
-    Py_ssize_t stride = v->itemsize;
-    for (int d = v->ndim - 1; d >= 0; d--) {
-        if (v->shape != NULL) {
-            op->shape[d] = v->shape[d];
-        }
-        op->strides[d] = v->strides != NULL ? v->strides[d] : stride;
-        stride = outer_stride(stride, op->shape[d]);
-    }
-    return 0;
-}
+/* Asked in this order: the ndarray fast path first, DLPack last, since a
+   buffer that refuses its export (jaxlib's bfloat16) may still be a tensor. */
+static const InputKind *const input_kinds[] = {&ndarray_input, &buffer_input, &dlpack_input};
 
 static void
 operand_release(Operand *op)
 {
-    dlpack_release(op);
-    if (op->acquired) {
-        PyBuffer_Release(&op->view);
-        op->acquired = 0;
+    operand_drop_detached(op);
+    const InputKind *owner = op->owner;
+    if (owner != NULL) {
+        op->owner = NULL;
+        owner->release(op);
     }
 }
 
-/* The pending exception, taken out (NULL if none), and put back. */
-PyObject *
-take_exception(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
-    if (type == NULL) {
-        return NULL;
-    }
-    PyErr_NormalizeException(&type, &value, &traceback);
-    if (traceback != NULL) {
-        PyException_SetTraceback(value, traceback);
-    }
-    Py_DECREF(type);
-    Py_XDECREF(traceback);
-    return value;
-#endif
-}
-
-void
-put_back_exception(PyObject *exc)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(exc);
-#else
-    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
-#endif
-}
-
-/*
- * PyObject_GetBuffer failed on obj.  NumPy refuses to export dtypes that
- * have no buffer format (datetime64, timedelta64, ml_dtypes' bfloat16 and
- * float8 types, ...) with a ValueError; for those, raise the TypeError that
- * names the dtype, as for any format leaky cannot compute, with NumPy's
- * error as its cause.  Any other failure passes through unchanged.
- */
+/* 1 with op acquired by the first kind that takes obj, 0 if none does, -1 with an exception. */
 static int
-explain_refused_export(const char *fname, const char *argname, PyObject *obj)
+acquire_operand(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role)
 {
-    if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
-        return -1;
+    for (size_t i = 0; i < sizeof input_kinds / sizeof *input_kinds; i++) {
+        int got = input_kinds[i]->acquire(st, obj, op, role);
+        if (got != 0) {
+            return got;
+        }
     }
-    PyObject *refusal = take_exception();
-    PyObject *dtype = PyObject_GetAttrString(obj, "dtype");
-    if (dtype == NULL) {
-        PyErr_Clear();
-        put_back_exception(refusal);
-        return -1;
-    }
-    PyErr_Format(PyExc_TypeError,
-                 "%s() argument '%s' has dtype '%S', which has no buffer format and which "
-                 "leaky cannot compute; expected float16, float32, float64, a signed or "
-                 "unsigned integer or bool",
-                 fname, argname, dtype);
-    Py_DECREF(dtype);
-    PyObject *explained = take_exception();
-    PyException_SetCause(explained, refusal);  /* steals refusal */
-    put_back_exception(explained);
-    return -1;
-}
-
-/*
- * The buffer export of obj failed: may it come through DLPack instead?  For
- * a BufferError from an exporter with __dlpack__ (jaxlib refuses bfloat16
- * buffers that way), yes, and the error is cleared.  NumPy's own refusals
- * (ValueError, for dtypes without a format) keep explain_refused_export's
- * message: NumPy's DLPack export refuses the same dtypes.
- */
-static int
-dlpack_instead(LeakyState *st, PyObject *obj)
-{
-    if (!PyErr_ExceptionMatches(PyExc_BufferError)) {
-        return 0;
-    }
-    PyObject *refusal = take_exception();
-    int has = has_dlpack(st, obj);
-    if (has == 1) {
-        Py_DECREF(refusal);
-        return 1;
-    }
-    if (has < 0) {
-        PyErr_Clear();
-    }
-    put_back_exception(refusal);
     return 0;
+}
+
+static int
+acquire_input(LeakyState *st, Operand *op, PyObject *obj, const char *fname, const char *argname)
+{
+    const OperandRole role = {fname, argname, 0};
+    int got = acquire_operand(st, obj, op, &role);
+    if (got == 0) {  /* leaky.c sends only buffers and tensors here */
+        PyErr_Format(PyExc_TypeError, "%s() argument '%s' must be a buffer or tensor, not %.200s",
+                     fname, argname, Py_TYPE(obj)->tp_name);
+    }
+    return got < 1 ? -1 : operand_check_size(op, fname, argname);
 }
 
 /* "float32 ('f')", or "bfloat16", which has no format: for messages about out=. */
@@ -144,141 +63,31 @@ describe_result(ElemKind kind, char *text, size_t size)
 }
 
 static int
-operand_acquire_input(LeakyState *st, Operand *op, PyObject *obj, const char *fname,
-                      const char *argname)
-{
-    if (ndarray_operand(st, obj, op, 0)) {
-        return operand_check_size(op, fname, argname);
-    }
-    if (!PyObject_CheckBuffer(obj)) {  /* leaky.c sends only DLPack exporters here */
-        return dlpack_operand(st, obj, op, fname, argname, 0);
-    }
-    if (PyObject_GetBuffer(obj, &op->view, PyBUF_RECORDS_RO) < 0) {
-        if (dlpack_instead(st, obj)) {
-            return dlpack_operand(st, obj, op, fname, argname, 0);
-        }
-        return explain_refused_export(fname, argname, obj);
-    }
-    op->acquired = 1;
-    switch (parse_format(op->view.format, op->view.itemsize, &op->kind)) {
-    case FORMAT_OK:
-        break;
-    case FORMAT_FOREIGN_BYTE_ORDER:
-        PyErr_Format(PyExc_TypeError,
-                     "%s() argument '%s' has buffer format '%s' with non-native byte order; "
-                     "convert it to native byte order first",
-                     fname, argname, op->view.format);
-        return -1;
-    default:
-        PyErr_Format(PyExc_TypeError,
-                     "%s() argument '%s' has unsupported buffer format '%s' (itemsize %zd); "
-                     "expected float16 'e', float32 'f', float64 'd', a signed or unsigned "
-                     "integer format or bool '?'",
-                     fname, argname, op->view.format ? op->view.format : "B",
-                     op->view.itemsize);
-        return -1;
-    }
-    if (operand_normalize(op, fname) < 0) {
-        return -1;
-    }
-    return operand_check_size(op, fname, argname);
-}
-
-static PyObject *
-shape_as_tuple(int ndim, const Py_ssize_t *shape)
-{
-    PyObject *tuple = PyTuple_New(ndim);
-    if (tuple == NULL) {
-        return NULL;
-    }
-    for (int d = 0; d < ndim; d++) {
-        PyObject *dim = PyLong_FromSsize_t(shape[d]);
-        if (dim == NULL) {
-            Py_DECREF(tuple);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(tuple, d, dim);
-    }
-    return tuple;
-}
-
-static int
-operand_acquire_out(LeakyState *st, Operand *op, PyObject *obj, const char *fname,
-                    ElemKind result_kind, const Operand *like)
+acquire_out(LeakyState *st, Operand *op, PyObject *obj, const char *fname, ElemKind result_kind,
+            const Operand *like)
 {
     char want[40];
     describe_result(result_kind, want, sizeof want);
-    int is_buffer = PyObject_CheckBuffer(obj);
-    int dlpack = is_buffer ? 0 : has_dlpack(st, obj);
-    if (dlpack < 0) {
-        return -1;
-    }
-    if (!is_buffer && !dlpack) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() argument 'out' must be a writable buffer or tensor of %s, not %.200s",
-                     fname, want, Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    ElemKind kind;
-    int parsed = FORMAT_OK;
-    if (ndarray_operand(st, obj, op, 1)) {
-        kind = op->kind;
-    }
-    else if (dlpack) {
-        if (dlpack_operand(st, obj, op, fname, "out", 1) < 0) {
-            return -1;
+    const OperandRole role = {fname, "out", 1};
+    int got = acquire_operand(st, obj, op, &role);
+    if (got <= 0) {
+        if (got == 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() argument 'out' must be a writable buffer or tensor of %s, not "
+                         "%.200s", fname, want, Py_TYPE(obj)->tp_name);
         }
-        kind = op->kind;
-    }
-    else {
-        if (PyObject_GetBuffer(obj, &op->view, PyBUF_RECORDS_RO) < 0) {
-            /* no DLPack door for out=: an exporter that refuses its buffer
-               (jaxlib, for bfloat16) says nothing of writability through
-               DLPack 0.x, and JAX arrays are immutable; read-only, then */
-            if (PyErr_ExceptionMatches(PyExc_BufferError)) {
-                PyObject *refusal = take_exception();
-                int tensor = has_dlpack(st, obj);
-                PyErr_Clear();  /* has_dlpack's own error, if any: the refusal matters more */
-                if (tensor == 1) {
-                    PyErr_Format(PyExc_ValueError,
-                                 "%s() argument 'out' is read-only: %.200s refused its buffer, "
-                                 "and leaky writes only into writable buffers and tensors",
-                                 fname, Py_TYPE(obj)->tp_name);
-                    PyObject *explained = take_exception();
-                    PyException_SetCause(explained, refusal);  /* steals refusal */
-                    put_back_exception(explained);
-                    return -1;
-                }
-                put_back_exception(refusal);
-            }
-            return explain_refused_export(fname, "out", obj);
-        }
-        op->acquired = 1;
-        if (op->view.readonly) {
-            PyErr_Format(PyExc_ValueError, "%s() argument 'out' is read-only", fname);
-            return -1;
-        }
-        parsed = parse_format(op->view.format, op->view.itemsize, &kind);
-    }
-    if (op->dlpack != NULL && kind != result_kind) {
-        static const char *const names[KIND_COUNT] = {
-            [KIND_F16] = "float16", [KIND_F32] = "float32", [KIND_F64] = "float64",
-            [KIND_BF16] = "bfloat16", [KIND_BOOL] = "bool", [KIND_I8] = "int8",
-            [KIND_I16] = "int16", [KIND_I32] = "int32", [KIND_I64] = "int64",
-            [KIND_U8] = "uint8", [KIND_U16] = "uint16", [KIND_U32] = "uint32",
-            [KIND_U64] = "uint64"};
-        PyErr_Format(PyExc_TypeError, "%s() argument 'out' has dtype %s but the result is %s",
-                     fname, names[kind], want);
         return -1;
     }
-    if (parsed != FORMAT_OK || kind != result_kind) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() argument 'out' has buffer format '%s' but the result is %s",
-                     fname, op->view.format ? op->view.format : "B", want);
-        return -1;
-    }
-    op->kind = kind;
-    if (op->acquired && operand_normalize(op, fname) < 0) {
+    if (op->kind != result_kind) {
+        if (op->view.format != NULL || op->kind == KIND_COUNT) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() argument 'out' has buffer format '%s' but the result is %s",
+                         fname, op->view.format ? op->view.format : "B", want);
+        }
+        else {  /* a tensor, which has a dtype and no format */
+            PyErr_Format(PyExc_TypeError, "%s() argument 'out' has dtype %s but the result is %s",
+                         fname, name_of_kind(op->kind), want);
+        }
         return -1;
     }
     int same_shape = op->view.ndim == like->view.ndim;
@@ -286,14 +95,14 @@ operand_acquire_out(LeakyState *st, Operand *op, PyObject *obj, const char *fnam
         same_shape = op->shape[d] == like->shape[d];
     }
     if (!same_shape) {
-        PyObject *got = shape_as_tuple(op->view.ndim, op->shape);
-        PyObject *expected = got ? shape_as_tuple(like->view.ndim, like->shape) : NULL;
+        PyObject *got_shape = shape_as_tuple(op->view.ndim, op->shape);
+        PyObject *expected = got_shape ? shape_as_tuple(like->view.ndim, like->shape) : NULL;
         if (expected != NULL) {
             PyErr_Format(PyExc_ValueError,
                          "%s() argument 'out' has shape %R but the result has shape %R",
-                         fname, got, expected);
+                         fname, got_shape, expected);
         }
-        Py_XDECREF(got);
+        Py_XDECREF(got_shape);
         Py_XDECREF(expected);
         return -1;
     }
@@ -323,106 +132,25 @@ check_result_size(const char *fname, ElemKind result_kind, const Operand *like)
 }
 
 /*
- * A new result with the shape of `like`, in the container that fits the
- * source: NumPy and array.array containers come from leaky._containers (in
- * Python, so that importing leaky never imports NumPy); everything else gets
- * a memoryview of a ResultBuffer.  On success *target is the object to write
- * into and *finish, if not NULL, is called on it to make the value returned.
+ * Fills made with what to write: the caller's out=, or a new result in the
+ * container of the source's own kind (an ndarray for an ndarray, an
+ * array.array for an array.array, a tensor for a tensor, ...).
  */
 static int
-new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
-           PyObject **target, PyObject **finish)
-{
-    *target = NULL;
-    *finish = NULL;
-    PyTypeObject *type = Py_TYPE(source);
-    if (type != &PyMemoryView_Type && type != &PyBytes_Type && type != &PyByteArray_Type) {
-        PyObject *shape = shape_as_tuple(like->view.ndim, like->shape);
-        if (shape == NULL) {
-            return -1;
-        }
-        /* bfloat16 has no format: its name, for the DLPack containers */
-        const char *format_text = format_of_result(result_kind);
-        PyObject *format =
-            PyUnicode_FromString(format_text ? format_text : name_of_result(result_kind));
-        if (format == NULL) {
-            Py_DECREF(shape);
-            return -1;
-        }
-        PyObject *args[3] = {source, format, shape};
-        PyObject *made = PyObject_Vectorcall(st->new_result, args, 3, NULL);
-        Py_DECREF(format);
-        Py_DECREF(shape);
-        if (made == NULL) {
-            return -1;
-        }
-        if (made != Py_None) {
-            if (!PyTuple_Check(made) || PyTuple_GET_SIZE(made) != 2) {
-                PyErr_SetString(PyExc_SystemError,
-                                "leaky._containers.new_result must return None or a pair");
-                Py_DECREF(made);
-                return -1;
-            }
-            PyObject *made_target = PyTuple_GET_ITEM(made, 0);
-            PyObject *fin = PyTuple_GET_ITEM(made, 1);
-            *finish = fin == Py_None ? NULL : Py_NewRef(fin);
-            if (made_target != Py_None) {
-                *target = Py_NewRef(made_target);
-                Py_DECREF(made);
-                return 0;
-            }
-            Py_DECREF(made);  /* (None, finish): a ResultBuffer, then finish */
-            *target = result_buffer_new(st->result_buffer_type, result_kind, like->view.ndim,
-                                        like->shape);
-            return *target == NULL ? -1 : 0;
-        }
-        Py_DECREF(made);
-    }
-    *target = result_buffer_new(st->result_buffer_type, result_kind, like->view.ndim, like->shape);
-    if (*target == NULL) {
-        return -1;
-    }
-    /* a tensor of no known library gets the ResultBuffer itself, which
-       exports __dlpack__ (and, but for bfloat16, a buffer); buffers get a
-       memoryview of it */
-    *finish = like->dlpack != NULL ? NULL : Py_NewRef((PyObject *)&PyMemoryView_Type);
-    return 0;
-}
-/* Fills out_op with the buffer to write: the caller's out=, or a new result. */
-static int
-prepare_output(LeakyState *st, const char *fname, PyObject *source, PyObject *out_obj,
-               ElemKind result_kind, const Operand *like, Operand *out_op,
-               PyObject **target, PyObject **finish)
+prepare_output(LeakyState *st, const char *fname, PyObject *source, const Operand *source_op,
+               PyObject *out_obj, ElemKind result_kind, NewResult *made)
 {
     if (out_obj != NULL) {
-        if (operand_acquire_out(st, out_op, out_obj, fname, result_kind, like) < 0) {
+        if (acquire_out(st, &made->operand, out_obj, fname, result_kind, source_op) < 0) {
             return -1;
         }
-        *target = Py_NewRef(out_obj);
-        *finish = NULL;
+        made->target = Py_NewRef(out_obj);
         return 0;
     }
-    if (check_result_size(fname, result_kind, like) < 0) {
+    if (check_result_size(fname, result_kind, source_op) < 0) {
         return -1;
     }
-    *target = new_ndarray_result(st, source, result_kind, like, out_op);
-    if (*target != NULL) {
-        *finish = NULL;
-        return 0;
-    }
-    if (PyErr_Occurred() || new_result(st, source, result_kind, like, target, finish) < 0) {
-        return -1;
-    }
-    if (Py_TYPE(*target) == st->result_buffer_type) {
-        result_buffer_operand(*target, out_op);  /* also for bfloat16, which has no format */
-        return 0;
-    }
-    if (PyObject_GetBuffer(*target, &out_op->view, PyBUF_RECORDS) < 0) {
-        return -1;
-    }
-    out_op->acquired = 1;
-    out_op->kind = result_kind;
-    return operand_normalize(out_op, fname);
+    return source_op->owner->new_result(st, source, result_kind, source_op, made);
 }
 
 static PyObject *
@@ -449,45 +177,72 @@ should_stream(const LeakyState *st, PyObject *out_obj, const Operand *out,
            out->view.len >= ATOMIC_LOAD(&st->tuning.stream_bytes);
 }
 
+/*
+ * Inputs that overlap out= are computed from private copies (driver.c), all
+ * of them when out may overlap itself; an input identical to out is left
+ * alone (in place).  How many inputs still share memory with out, or -1.
+ */
+static int
+detach_inputs(Operand *const *inputs, int ninputs, const Operand *out, int self_overlap)
+{
+    int sharing = 0;
+    for (int i = 0; i < ninputs; i++) {
+        if (operands_overlap(inputs[i], out)) {
+            if (detach_from_output(inputs[i], out, self_overlap) < 0) {
+                return -1;
+            }
+            sharing += inputs[i]->detached == NULL;
+        }
+    }
+    return sharing;
+}
+
+/*
+ * The loop over ops (the inputs, then the output), and the value returned:
+ * the output is released first, so that a library's from_dlpack (finish)
+ * sees a result nobody else holds.  NULL with an exception.
+ */
+static PyObject *
+run_and_finish(LeakyState *st, Operand *const *ops, int nops, NewResult *made, PyObject *out_obj,
+               InnerLoop loop, LoopContext *ctx, int threads)
+{
+    Operand *out = ops[nops - 1];
+    /* a fresh result overlaps nothing; an out= that may overlap itself is
+       computed from copies of the inputs, in C order */
+    const int self_overlap = out_obj != NULL && operand_overlaps_itself(out);
+    const int sharing = out_obj != NULL ? detach_inputs(ops, nops - 1, out, self_overlap) : 0;
+    if (sharing < 0) {
+        return NULL;
+    }
+    ctx->streaming = !self_overlap && should_stream(st, out_obj, out, sharing);
+    if (run_elementwise(st, ops, nops, loop, ctx, threads, self_overlap ? ORDER_C : ORDER_ANY) < 0) {
+        return NULL;
+    }
+    operand_release(out);
+    return finish_result(made->target, made->finish);
+}
+
 PyObject *
 unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObject *out_obj,
              double alpha, int threads)
 {
-    Operand in = {.acquired = 0}, out = {.acquired = 0};
-    PyObject *target = NULL, *finish = NULL, *result = NULL;
-    char *detached = NULL;
-    if (operand_acquire_input(st, &in, z, fname, "z") < 0) {
-        goto done;
-    }
-    const ElemKind result_kind = result_kind_of(in.kind);
-    if (prepare_output(st, fname, z, out_obj, result_kind, &in, &out, &target, &finish) < 0) {
-        goto done;
-    }
-    /* a fresh result overlaps nothing; an out= that may overlap itself is
-       computed from copies of the inputs, in C order */
-    const int overlaps = out_obj != NULL && operands_overlap(&in, &out);
-    const int self_overlap = out_obj != NULL && operand_overlaps_itself(&out);
-    int failed = 0;
-    detached = overlaps ? detach_from_output(&in, &out, self_overlap, &failed) : NULL;
-    if (failed) {
+    Operand in = {.owner = NULL};
+    NewResult made = {.target = NULL};
+    PyObject *result = NULL;
+    if (acquire_input(st, &in, z, fname, "z") < 0 ||
+        prepare_output(st, fname, z, &in, out_obj, result_kind_of(in.kind), &made) < 0) {
         goto done;
     }
     LoopContext ctx = loop_context_for(alpha);
-    ctx.streaming = !self_overlap && should_stream(st, out_obj, &out, overlaps && !detached);
-    Operand *ops[2] = {&in, &out};
+    Operand *ops[2] = {&in, &made.operand};
     const KernelTable *kernels = st->kernels;
-    if (run_elementwise(st, ops, 2, (op == OP_FORWARD ? kernels->forward : kernels->grad)[in.kind],
-                        &ctx, threads, self_overlap ? ORDER_C : ORDER_ANY) < 0) {
-        goto done;
-    }
-    operand_release(&out);
-    result = finish_result(target, finish);
+    InnerLoop loop = (op == OP_FORWARD ? kernels->forward : kernels->grad)[in.kind];
+    result = run_and_finish(st, ops, 2, &made, out_obj, loop, &ctx, threads);
 done:
-    PyMem_Free(detached);
     operand_release(&in);
-    operand_release(&out);
-    Py_XDECREF(target);
-    Py_XDECREF(finish);
+    operand_release(&made.operand);
+    Py_XDECREF(made.target);
+    Py_XDECREF(made.finish);
     return result;
 }
 
@@ -496,11 +251,11 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
                 double alpha, int threads)
 {
     static const char fname[] = "leaky_relu_backward";
-    Operand grad = {.acquired = 0}, z = {.acquired = 0}, out = {.acquired = 0};
-    PyObject *target = NULL, *finish = NULL, *result = NULL;
-    char *detached_grad = NULL, *detached_z = NULL;
-    if (operand_acquire_input(st, &grad, grad_obj, fname, "grad_output") < 0 ||
-        operand_acquire_input(st, &z, z_obj, fname, "z") < 0) {
+    Operand grad = {.owner = NULL}, z = {.owner = NULL};
+    NewResult made = {.target = NULL};
+    PyObject *result = NULL;
+    if (acquire_input(st, &grad, grad_obj, fname, "grad_output") < 0 ||
+        acquire_input(st, &z, z_obj, fname, "z") < 0) {
         goto done;
     }
     int same_shape = grad.view.ndim == z.view.ndim;
@@ -519,45 +274,23 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
         Py_XDECREF(zshape);
         goto done;
     }
-    const ElemKind result_kind = result_kind_of(grad.kind);
-    if (prepare_output(st, fname, grad_obj, out_obj, result_kind, &grad, &out, &target,
-                       &finish) < 0) {
-        goto done;
-    }
-    const int grad_overlaps = out_obj != NULL && operands_overlap(&grad, &out);
-    const int z_overlaps = out_obj != NULL && operands_overlap(&z, &out);
-    const int self_overlap = out_obj != NULL && operand_overlaps_itself(&out);
-    int failed = 0;
-    detached_grad = grad_overlaps ? detach_from_output(&grad, &out, self_overlap, &failed) : NULL;
-    if (failed) {
-        goto done;
-    }
-    detached_z = z_overlaps ? detach_from_output(&z, &out, self_overlap, &failed) : NULL;
-    if (failed) {
+    if (prepare_output(st, fname, grad_obj, &grad, out_obj, result_kind_of(grad.kind), &made) < 0) {
         goto done;
     }
     LoopContext ctx = loop_context_for(alpha);
-    ctx.streaming = !self_overlap &&
-        should_stream(st, out_obj, &out, (grad_overlaps && !detached_grad) + (z_overlaps && !detached_z));
     ctx.grad_kind = grad.kind;
     ctx.z_kind = z.kind;
     InnerLoop loop = backward_loop_mixed;
     if (grad.kind == z.kind && is_float_kind(grad.kind)) {
         loop = st->kernels->backward_same[grad.kind - KIND_F16];
     }
-    Operand *ops[3] = {&grad, &z, &out};
-    if (run_elementwise(st, ops, 3, loop, &ctx, threads, self_overlap ? ORDER_C : ORDER_ANY) < 0) {
-        goto done;
-    }
-    operand_release(&out);
-    result = finish_result(target, finish);
+    Operand *ops[3] = {&grad, &z, &made.operand};
+    result = run_and_finish(st, ops, 3, &made, out_obj, loop, &ctx, threads);
 done:
-    PyMem_Free(detached_grad);
-    PyMem_Free(detached_z);
     operand_release(&grad);
     operand_release(&z);
-    operand_release(&out);
-    Py_XDECREF(target);
-    Py_XDECREF(finish);
+    operand_release(&made.operand);
+    Py_XDECREF(made.target);
+    Py_XDECREF(made.finish);
     return result;
 }

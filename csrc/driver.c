@@ -532,31 +532,30 @@ operands_identical(const Operand *a, const Operand *b)
  * output is safe in place, unless the output overlaps itself
  * (output_overlaps_itself, from operand_overlaps_itself): then one element's
  * write changes another's input, so identical inputs are copied too.
- * Returns the copy (to be freed by the caller), NULL if none is needed, or
- * NULL with *failed set on allocation failure.
+ * The copy belongs to the input (input->detached), which computes from it
+ * until operand_drop_detached hands the exporter's own pointer back: a
+ * PEP 688 __release_buffer__ must see the view it lent, not our copy.
+ * 0, or -1 with MemoryError.
  */
-char *
-detach_from_output(Operand *input, const Operand *output, int output_overlaps_itself,
-                   int *failed)
+int
+detach_from_output(Operand *input, const Operand *output, int output_overlaps_itself)
 {
-    *failed = 0;
-    assert(operands_overlap(input, output));
+    assert(operands_overlap(input, output) && input->detached == NULL);
     if (!output_overlaps_itself && operands_identical(input, output)) {
-        return NULL;
+        return 0;
     }
     const Py_ssize_t itemsize = input->view.itemsize;
     Py_ssize_t nbytes;
     if (checked_nbytes(input->view.ndim, input->shape, itemsize, &nbytes)) {
-        *failed = 1;  /* operand_check_size rules this out; kept as a guard */
+        /* operand_check_size rules this out; kept as a guard */
         PyErr_SetString(PyExc_ValueError, "leaky: an input is too big to copy");
-        return NULL;
+        return -1;
     }
     assert(nbytes > 0);
     char *copy = PyMem_Malloc((size_t)nbytes);
     if (copy == NULL) {
-        *failed = 1;
         PyErr_NoMemory();
-        return NULL;
+        return -1;
     }
     Operand packed;
     packed.view = input->view;
@@ -570,9 +569,23 @@ detach_from_output(Operand *input, const Operand *output, int output_overlaps_it
     Operand *pair[2] = {input, &packed};
     LoopContext ctx = {.itemsize = itemsize};
     run_serial(pair, 2, copy_loop, &ctx);
+    input->exported_buf = input->view.buf;
+    input->detached = copy;
     input->view.buf = copy;
+    /* view.strides, the exporter's own array, is left as it was lent */
     memcpy(input->strides, packed.strides, sizeof(Py_ssize_t) * (size_t)input->view.ndim);
-    return copy;
+    return 0;
+}
+
+/* Undoes detach_from_output: the exporter's pointer back in view.buf, the copy freed. */
+void
+operand_drop_detached(Operand *op)
+{
+    if (op->detached != NULL) {
+        op->view.buf = op->exported_buf;
+        PyMem_Free(op->detached);
+        op->detached = NULL;
+    }
 }
 
 /*

@@ -192,7 +192,7 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
         }
         return unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
     }
-    int tensor = is_dlpack_tensor(st, z);  /* torch and array-API tensors (dlpack.c) */
+    int tensor = is_dlpack_tensor(st, z);  /* torch and array-API tensors (input_dlpack.c) */
     if (tensor != 0) {
         return tensor < 0 ? NULL : unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
     }

@@ -168,6 +168,19 @@ name_of_result(ElemKind kind)
     }
 }
 
+/* Every kind's dtype name, for messages about tensors, which have no format. */
+static inline const char *
+name_of_kind(ElemKind kind)
+{
+    static const char *const names[KIND_COUNT] = {
+        [KIND_F16] = "float16", [KIND_F32] = "float32", [KIND_F64] = "float64",
+        [KIND_BF16] = "bfloat16", [KIND_BOOL] = "bool", [KIND_I8] = "int8",
+        [KIND_I16] = "int16", [KIND_I32] = "int32", [KIND_I64] = "int64",
+        [KIND_U8] = "uint8", [KIND_U16] = "uint16", [KIND_U32] = "uint32",
+        [KIND_U64] = "uint64"};
+    return kind < KIND_COUNT ? names[kind] : "unknown";
+}
+
 typedef enum { FORMAT_OK, FORMAT_UNSUPPORTED, FORMAT_FOREIGN_BYTE_ORDER } FormatStatus;
 
 FormatStatus parse_format(const char *format, Py_ssize_t itemsize, ElemKind *kind);
@@ -646,11 +659,23 @@ outer_stride(Py_ssize_t stride, Py_ssize_t side)
     return checked_mul(stride, side, &r) ? 0 : r;
 }
 
-/* A buffer as the driver sees it: always with shape and strides filled in. */
+typedef struct InputKind InputKind;
+
+/*
+ * An array as the driver sees it: always with shape and strides filled in.
+ * `owner` is the kind of input that acquired it (buffers.c's input_kinds)
+ * and releases it; NULL for memory nobody has to release (a result leaky
+ * made, whose reference the caller holds).
+ */
 typedef struct {
     Py_buffer view;
-    int acquired;
-    PyObject *dlpack;  /* the used DLPack capsule behind view, if any (dlpack.c) */
+    const InputKind *owner;
+    PyObject *dlpack;  /* the used DLPack capsule behind view, if any (input_dlpack.c) */
+    /* an input that overlapped the output is computed from a private copy
+       (driver.c, detach_from_output): view.buf points into `detached`, and
+       the exporter's own pointer is kept to hand back at release */
+    char *detached;
+    void *exported_buf;
     ElemKind kind;
     Py_ssize_t shape[PyBUF_MAX_NDIM];
     Py_ssize_t strides[PyBUF_MAX_NDIM];
@@ -703,8 +728,8 @@ void plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop,
 int operand_check_size(const Operand *op, const char *fname, const char *argname);
 int operands_overlap(const Operand *a, const Operand *b);
 int operand_overlaps_itself(const Operand *op);
-char *detach_from_output(Operand *input, const Operand *output, int output_overlaps_itself,
-                         int *failed);
+int detach_from_output(Operand *input, const Operand *output, int output_overlaps_itself);
+void operand_drop_detached(Operand *op);
 
 int default_thread_count(void);
 int thread_count_for(const char *cgroup_root);  /* _default_thread_count(root), tests */
@@ -778,7 +803,7 @@ typedef struct {
     PyObject *str_out;
     PyObject *str_threads;
     PyObject *str_grad_output;
-    PyObject *str_dlpack;          /* "__dlpack__" (dlpack.c) */
+    PyObject *str_dlpack;          /* "__dlpack__" (input_dlpack.c) */
     PyObject *str_dlpack_device;   /* "__dlpack_device__" */
     PyObject *dlpack_kwnames;      /* ("max_version",) */
     PyObject *dlpack_max_version;  /* (1, 0) */
@@ -915,8 +940,7 @@ PyObject *backward_sequence(LeakyState *st, PyObject *grad_seq, PyObject *z_seq,
                             PyObject *alpha_obj, double alpha);
 
 /* ------------------------------------------------------------------ */
-/* Buffers (buffers.c), NumPy's arrays (numpy_fastpath.c), results     */
-/* (result_buffer.c)                                                   */
+/* Arrays: buffers.c orchestrates, one file per kind of input          */
 /* ------------------------------------------------------------------ */
 
 PyObject *unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z,
@@ -924,29 +948,69 @@ PyObject *unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *
 PyObject *backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj,
                           PyObject *out_obj, double alpha, int threads);
 
-int ndarray_operand(LeakyState *st, PyObject *obj, Operand *op, int writable);
-PyObject *new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_kind,
-                             const Operand *like, Operand *out_op);
+/* What an operand is to the call, for the checks and the messages. */
+typedef struct {
+    const char *fname;    /* "leaky_relu", ... */
+    const char *argname;  /* "z", "grad_output", "out" */
+    int writable;         /* out=: a read-only array is refused */
+} OperandRole;
+
+/* A new result: the object to write into, the operand over it, and what to
+   call on it (NULL: nothing) to make the value returned. */
+typedef struct {
+    PyObject *target;
+    PyObject *finish;
+    Operand operand;
+} NewResult;
+
+/*
+ * A kind of input: the one file that knows how such an object lends its
+ * memory, how to give it back, and what result container matches it.
+ * buffers.c asks each kind in turn (input_kinds) and never looks inside.
+ *
+ * acquire: 1 with op filled and op->owner set, 0 when obj is not this
+ *   kind's (nothing set, no exception), -1 with an exception (op->owner set
+ *   if there is something to release).  A writable role asks for memory
+ *   leaky may write; an `out=` whose element format leaky cannot compute is
+ *   acquired with op->kind = KIND_COUNT, for buffers.c's message.
+ * release: gives back what acquire took; called once, with op->owner set.
+ * new_result: a fresh result shaped like `like` for an input of this kind;
+ *   0 with *made filled, or -1 with an exception.
+ */
+struct InputKind {
+    const char *name;
+    int (*acquire)(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role);
+    void (*release)(Operand *op);
+    int (*new_result)(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
+                      NewResult *made);
+};
+
+extern const InputKind ndarray_input;  /* input_ndarray.c: exact numpy.ndarray */
+extern const InputKind buffer_input;   /* input_buffer.c: the buffer protocol */
+extern const InputKind dlpack_input;   /* input_dlpack.c: DLPack tensors */
+
+/* input_buffer.c: the buffer protocol, for the other kinds' odd cases too */
+int buffer_view_acquire(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role);
+void buffer_view_release(Operand *op);
+int result_from_containers(LeakyState *st, PyObject *source, ElemKind result_kind,
+                           const Operand *like, NewResult *made, PyObject *default_finish);
+PyObject *shape_as_tuple(int ndim, const Py_ssize_t *shape);
 
 PyObject *take_exception(void);
 void put_back_exception(PyObject *exc);
 
+/* result_buffer.c: ResultBuffer, leaky's own result memory */
 extern PyType_Spec result_buffer_spec;
 PyObject *result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape);
-void result_buffer_operand(PyObject *result, Operand *op);
+int new_result_buffer(LeakyState *st, ElemKind result_kind, const Operand *like,
+                      NewResult *made, PyObject *finish);
 
-/* ------------------------------------------------------------------ */
-/* DLPack (dlpack.c): tensors in as Operands, results out as capsules  */
-/* ------------------------------------------------------------------ */
-
+/* input_dlpack.c: tensors in, results out as capsules (dlpack.h) */
 int dlpack_init_state(LeakyState *st);
 void dlpack_clear_state(LeakyState *st);
 int has_dlpack(LeakyState *st, PyObject *obj);
 int buffer_or_tensor(LeakyState *st, PyObject *obj);
 int is_dlpack_tensor(LeakyState *st, PyObject *obj);
-int dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
-                   const char *argname, int writable);
-void dlpack_release(Operand *op);
 PyObject *dlpack_export(char *data, ElemKind kind, int ndim, const Py_ssize_t *shape,
                         const Py_ssize_t *byte_strides, int versioned, int copied);
 void shared_data_retain(char *data);   /* result_buffer.c: a result's elements, */

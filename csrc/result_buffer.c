@@ -105,8 +105,8 @@ result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t 
     return (PyObject *)self;
 }
 
-/* The block as the driver's output operand (buffers.c, prepare_output). */
-void
+/* The block as the driver's output operand. */
+static void
 result_buffer_operand(PyObject *result, Operand *op)
 {
     ResultBuffer *self = (ResultBuffer *)result;
@@ -124,8 +124,26 @@ result_buffer_operand(PyObject *result, Operand *op)
         op->strides[d] = self->dims[ndim + d];
     }
     op->kind = self->kind;
-    op->acquired = 0;  /* the caller's reference to the block keeps it alive */
+    op->owner = NULL;  /* the caller's reference to the block keeps it alive */
     op->dlpack = NULL;
+}
+
+/*
+ * A new ResultBuffer shaped like `like` as made's target and operand;
+ * made->finish is `finish` (NULL: the ResultBuffer itself is returned).
+ */
+int
+new_result_buffer(LeakyState *st, ElemKind result_kind, const Operand *like, NewResult *made,
+                  PyObject *finish)
+{
+    made->target = result_buffer_new(st->result_buffer_type, result_kind, like->view.ndim,
+                                     like->shape);
+    if (made->target == NULL) {
+        return -1;
+    }
+    made->finish = Py_XNewRef(finish);
+    result_buffer_operand(made->target, &made->operand);
+    return 0;
 }
 
 static void

@@ -1,10 +1,11 @@
 /*
- * dlpack.c: tensors in and out through DLPack (dlpack.h).
+ * input_dlpack.c: DLPack tensors as a kind of input, and results out as
+ * capsules (dlpack.h).
  *
  * In: an object with __dlpack__ and no usable buffer (torch tensors, JAX
  * bfloat16 arrays, any array-API library) becomes an Operand, so that the
- * buffer paths of buffers.c and the same driver and kernels run on it.  The
- * protocol, as the array API standard's __dlpack__ page says:
+ * same driver and kernels run on it.  The protocol, as the array API
+ * standard's __dlpack__ page says:
  *
  *   1. __dlpack_device__() must say CPU, before anything is exported;
  *   2. __dlpack__(max_version=(1, 0)) asks for a DLManagedTensorVersioned
@@ -15,10 +16,11 @@
  *      and then calls the tensor's deleter exactly once when done.  Until
  *      the rename, the exporter's capsule destructor frees the tensor, so an
  *      error before it needs nothing from us; after it, the Operand holds
- *      the capsule and operand_release (dlpack_release) calls the deleter.
+ *      the capsule and dlpack_release calls the deleter.
  *
- * Out: ResultBuffer's __dlpack__ (result_buffer.c) hands its memory to
- * torch.from_dlpack and friends through dlpack_export, without a copy.
+ * Result: a ResultBuffer (result_buffer.c) handed to the tensor's own
+ * library's from_dlpack (leaky._containers), or returned as it is.  Its
+ * __dlpack__ hands its memory over through dlpack_export, without a copy.
  */
 #include "leaky.h"
 #include "dlpack.h"
@@ -77,7 +79,7 @@ has_dlpack(LeakyState *st, PyObject *obj)
 
 /*
  * leaky.c's dispatch: 1 for a buffer or a DLPack tensor (both take the
- * buffer paths of buffers.c), 0 for anything else, -1 with an exception.
+ * array paths of buffers.c), 0 for anything else, -1 with an exception.
  * Lists and tuples never export tensors: no attribute lookup for them.
  */
 int
@@ -279,7 +281,7 @@ export_capsule(LeakyState *st, PyObject *obj, const char *fname, const char *arg
     return capsule;
 }
 
-void
+static void
 dlpack_release(Operand *op)
 {
     PyObject *capsule = op->dlpack;
@@ -314,13 +316,14 @@ dlpack_release(Operand *op)
 
 /*
  * obj, which has __dlpack__, as an Operand: op->dlpack then holds the used
- * capsule, and operand_release calls the deleter.  writable: for out=, a
- * tensor flagged read-only is refused as a read-only buffer is.  0 or -1.
+ * capsule, and dlpack_release calls the deleter.  A writable role (out=)
+ * refuses a tensor flagged read-only as a read-only buffer is refused.
  */
-int
-dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
-               const char *argname, int writable)
+static int
+dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role)
 {
+    const char *fname = role->fname, *argname = role->argname;
+    const int writable = role->writable;
     if (check_device(st, obj, fname, argname) < 0) {
         return -1;
     }
@@ -367,8 +370,8 @@ dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
         Py_DECREF(type);
         return -1;
     }
-    op->dlpack = capsule;  /* ours now: from here on, operand_release frees it */
-    op->acquired = 0;
+    op->dlpack = capsule;  /* ours now: from here on, dlpack_release frees it */
+    op->owner = &dlpack_input;
 
     if (t->device.device_type != kDLCPU) {  /* __dlpack_device__ said CPU */
         PyErr_Format(PyExc_TypeError,
@@ -425,8 +428,30 @@ dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
     if (checked_nbytes(t->ndim, op->shape, itemsize, &v->len)) {
         v->len = 0;  /* operand_check_size raises for it */
     }
-    return operand_check_size(op, fname, argname);
+    return 1;
 }
+
+static int
+dlpack_acquire(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role)
+{
+    int tensor = has_dlpack(st, obj);
+    return tensor == 1 ? dlpack_operand(st, obj, op, role) : tensor;
+}
+
+/* A ResultBuffer, for the tensor's own library's from_dlpack, or returned as it is. */
+static int
+dlpack_new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
+                  NewResult *made)
+{
+    return result_from_containers(st, source, result_kind, like, made, NULL);
+}
+
+const InputKind dlpack_input = {
+    .name = "DLPack tensor",
+    .acquire = dlpack_acquire,
+    .release = dlpack_release,
+    .new_result = dlpack_new_result,
+};
 
 /* ------------------------------------------------------------------ */
 /* JAX tracers                                                        */

@@ -1,6 +1,11 @@
 /*
- * numpy_fastpath.c: exact numpy.ndarray inputs and results without the
- * buffer protocol.  The only file that knows NumPy's struct layouts.
+ * input_ndarray.c: exact numpy.ndarray as a kind of input.  The only file
+ * that knows NumPy's struct layouts.
+ *
+ * Float arrays are read straight off the array object and their results made
+ * with NumPy's PyArray_New; every other dtype is taken through the buffer
+ * protocol (input_buffer.c), whose format check names what leaky cannot
+ * compute, and still gets its result from PyArray_New.
  */
 #include "leaky.h"
 
@@ -143,33 +148,38 @@ is_exact_ndarray(LeakyState *st, PyObject *obj)
  * An exact float16/32/64 ndarray in native byte order, read straight off the
  * array object instead of through the buffer protocol: NumPy's getbuffer
  * rebuilds and compares a format string on every call, about 600
- * instructions, a third of a small call's cost.  Returns 1 with op filled
- * (nothing to release: the caller's reference keeps the array alive, as
- * view.obj would), 0 when the general route must decide, errors included.
+ * instructions, a third of a small call's cost.  Nothing to release: the
+ * caller's reference keeps the array alive, as view.obj would.  Every other
+ * exact ndarray goes through its buffer.
  */
-int
-ndarray_operand(LeakyState *st, PyObject *obj, Operand *op, int writable)
+static int
+ndarray_acquire(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role)
 {
     if (!is_exact_ndarray(st, obj)) {
         return 0;
     }
     const NdarrayHead *head = (const NdarrayHead *)obj;
     const DescrHead *descr = (const DescrHead *)head->descr;
-    if (head->nd < 0 || head->nd > PyBUF_MAX_NDIM || descr->byteorder != '=' ||
-        (writable && (!(head->flags & NPY_ARRAY_WRITEABLE_FLAG) ||
-                      ((unsigned int)head->flags & NPY_ARRAY_WARN_ON_WRITE_FLAG)))) {
-        return 0;
-    }
-    static const char *const formats[] = {[KIND_F16] = "e", [KIND_F32] = "f", [KIND_F64] = "d"};
-    ElemKind kind;
+    ElemKind kind = KIND_COUNT;
     switch (descr->type) {
     case 'e': kind = KIND_F16; break;
     case 'f': kind = KIND_F32; break;
     case 'd': kind = KIND_F64; break;
-    default: return 0;  /* ints, bools and the rest: the buffer protocol's format */
+    default: break;  /* ints, bools and the rest: the buffer protocol's format */
     }
+    if (kind == KIND_COUNT || head->nd < 0 || head->nd > PyBUF_MAX_NDIM ||
+        descr->byteorder != '=' ||
+        (role->writable && (!(head->flags & NPY_ARRAY_WRITEABLE_FLAG) ||
+                            ((unsigned int)head->flags & NPY_ARRAY_WARN_ON_WRITE_FLAG)))) {
+        int got = buffer_view_acquire(st, obj, op, role);
+        if (op->owner != NULL) {
+            op->owner = &ndarray_input;  /* released as a buffer, its result an ndarray */
+        }
+        return got;
+    }
+    static const char *const formats[] = {[KIND_F16] = "e", [KIND_F32] = "f", [KIND_F64] = "d"};
     Py_buffer *v = &op->view;
-    memset(v, 0, sizeof *v);
+    memset(v, 0, sizeof *v);  /* view.obj NULL: buffer_view_release has nothing to give back */
     v->buf = head->data;
     v->itemsize = itemsize_of_result(kind);
     v->ndim = head->nd;
@@ -185,23 +195,23 @@ ndarray_operand(LeakyState *st, PyObject *obj, Operand *op, int writable)
     }
     v->len = len;
     op->kind = kind;
-    op->acquired = 0;
+    op->owner = &ndarray_input;
     return 1;
 }
 
-/* A new C-contiguous ndarray result shaped like `like`, or NULL if `source` is no ndarray. */
-PyObject *
-new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
-                   Operand *out_op)
+/* A new C-contiguous ndarray result shaped like `like`. */
+static int
+ndarray_new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
+                   NewResult *made)
 {
-    if (!is_exact_ndarray(st, source)) {
-        return NULL;
-    }
     PyObject *array = st->numpy_new_array(st->ndarray_type, like->view.ndim, like->shape,
                                           typenum_of_result(result_kind), NULL, NULL, 0, 0, NULL);
     if (array == NULL) {
-        return NULL;
+        return -1;
     }
+    made->target = array;
+    made->finish = NULL;
+    Operand *out_op = &made->operand;
     Py_buffer *v = &out_op->view;
     memset(v, 0, sizeof *v);
     v->buf = ndarray_data(array);
@@ -216,6 +226,13 @@ new_ndarray_result(LeakyState *st, PyObject *source, ElemKind result_kind, const
     }
     v->len = stride;
     out_op->kind = result_kind;
-    out_op->acquired = 0;  /* nothing to release: we own the new array */
-    return array;
+    out_op->owner = NULL;  /* nothing to release: made->target owns the new array */
+    return 0;
 }
+
+const InputKind ndarray_input = {
+    .name = "numpy.ndarray",
+    .acquire = ndarray_acquire,
+    .release = buffer_view_release,
+    .new_result = ndarray_new_result,
+};
