@@ -249,3 +249,14 @@ def test_import_leaky_does_not_import_dask() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stdout.split() == ["False", "True"]
+
+
+def test_leaky_dask_loads_on_first_access_like_leaky_ufunc() -> None:
+    # `import leaky` imports no Dask; `leaky.dask` then imports it, as `leaky.ufunc` does NumPy
+    code = (
+        "import sys, leaky; print('dask' in sys.modules); "
+        "f = leaky.dask.leaky_relu; print('dask' in sys.modules, f.__module__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "leaky.dask"]

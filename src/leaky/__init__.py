@@ -30,12 +30,17 @@ TYPE_CHECKING = False  # what typing.TYPE_CHECKING is at run time, without impor
 if TYPE_CHECKING:
     from types import ModuleType
 
+    from leaky import dask as dask
     from leaky import ufunc as ufunc
+
+# The submodules that import a heavy library: loaded on first access, since
+# ``import leaky`` imports neither NumPy nor Dask.
+_LAZY_SUBMODULES = ("ufunc", "dask")
 
 
 def __getattr__(name: str) -> "ModuleType":
-    """``leaky.ufunc``, imported on first access: it imports NumPy, ``import leaky`` never does."""
-    if name == "ufunc":
-        __import__("leaky.ufunc")
-        return sys.modules["leaky.ufunc"]
+    """``leaky.ufunc`` (NumPy) and ``leaky.dask`` (Dask), imported on first access."""
+    if name in _LAZY_SUBMODULES:
+        __import__(f"leaky.{name}")
+        return sys.modules[f"leaky.{name}"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
