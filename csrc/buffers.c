@@ -75,14 +75,15 @@ put_back_exception(PyObject *exc)
 /*
  * PyObject_GetBuffer failed on obj.  NumPy refuses to export dtypes that
  * have no buffer format (datetime64, timedelta64, ml_dtypes' bfloat16 and
- * float8 types, ...) with a ValueError; for those, raise the TypeError that
- * names the dtype, as for any format leaky cannot compute, with NumPy's
- * error as its cause.  Any other failure passes through unchanged.
+ * float8 types, ...) with a ValueError, and their scalars with a TypeError
+ * that names neither; for those, raise the TypeError that names the
+ * argument and the dtype, as for any format leaky cannot compute, with
+ * NumPy's error as its cause.  Any other failure passes through unchanged.
  */
 static int
 explain_refused_export(const char *fname, const char *argname, PyObject *obj)
 {
-    if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+    if (!PyErr_ExceptionMatches(PyExc_ValueError) && !PyErr_ExceptionMatches(PyExc_TypeError)) {
         return -1;
     }
     PyObject *refusal = take_exception();
@@ -143,6 +144,34 @@ describe_result(ElemKind kind, char *text, size_t size)
     }
 }
 
+/*
+ * NumPy's datetime64 and timedelta64 scalars export their raw bytes
+ * as a 1-d 'B' buffer, not their value: refuse them, naming the dtype, where
+ * the bytes would otherwise be computed into a 0-d scalar result.
+ */
+static int
+refuse_numpy_scalar_bytes(const char *fname, const char *argname, PyObject *obj,
+                          const Py_buffer *view)
+{
+    if (view->ndim == 0) {
+        return 0;
+    }
+    for (PyTypeObject *type = Py_TYPE(obj); type != NULL; type = type->tp_base) {
+        if (strcmp(type->tp_name, "numpy.generic") == 0) {
+            PyObject *dtype = PyObject_GetAttrString(obj, "dtype");
+            if (dtype != NULL) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() argument '%s' is a NumPy scalar of dtype '%S', whose buffer "
+                             "holds its raw bytes, and which leaky cannot compute",
+                             fname, argname, dtype);
+                Py_DECREF(dtype);
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int
 operand_acquire_input(LeakyState *st, Operand *op, PyObject *obj, const char *fname,
                       const char *argname)
@@ -160,6 +189,9 @@ operand_acquire_input(LeakyState *st, Operand *op, PyObject *obj, const char *fn
         return explain_refused_export(fname, argname, obj);
     }
     op->acquired = 1;
+    if (refuse_numpy_scalar_bytes(fname, argname, obj, &op->view) < 0) {
+        return -1;
+    }
     switch (parse_format(op->view.format, op->view.itemsize, &op->kind)) {
     case FORMAT_OK:
         break;
