@@ -488,6 +488,7 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
     Operand in = {.acquired = 0}, out = {.acquired = 0};
     PyObject *target = NULL, *finish = NULL, *result = NULL;
     char *detached = NULL;
+    void *in_buf = NULL;  /* the exporter's pointer, which detach_from_output swaps out */
     if (operand_acquire_input(st, &in, z, fname, "z") < 0) {
         goto done;
     }
@@ -500,6 +501,7 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
     const int overlaps = out_obj != NULL && operands_overlap(&in, &out);
     const int self_overlap = out_obj != NULL && operand_overlaps_itself(&out);
     int failed = 0;
+    in_buf = in.view.buf;
     detached = overlaps ? detach_from_output(&in, &out, self_overlap, &failed) : NULL;
     if (failed) {
         goto done;
@@ -515,6 +517,11 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
     operand_release(&out);
     result = finish_result(target, finish);
 done:
+    /* released with the pointer it was exported with (a Python 3.12+
+       __release_buffer__ sees it), never with the freed copy's */
+    if (detached != NULL) {
+        in.view.buf = in_buf;
+    }
     PyMem_Free(detached);
     operand_release(&in);
     operand_release(&out);
@@ -531,6 +538,7 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
     Operand grad = {.acquired = 0}, z = {.acquired = 0}, out = {.acquired = 0};
     PyObject *target = NULL, *finish = NULL, *result = NULL;
     char *detached_grad = NULL, *detached_z = NULL;
+    void *grad_buf = NULL, *z_buf = NULL;  /* the exporters' pointers, as in unary_buffer */
     if (operand_acquire_input(st, &grad, grad_obj, fname, "grad_output") < 0 ||
         operand_acquire_input(st, &z, z_obj, fname, "z") < 0) {
         goto done;
@@ -560,6 +568,8 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
     const int z_overlaps = out_obj != NULL && operands_overlap(&z, &out);
     const int self_overlap = out_obj != NULL && operand_overlaps_itself(&out);
     int failed = 0;
+    grad_buf = grad.view.buf;
+    z_buf = z.view.buf;
     detached_grad = grad_overlaps ? detach_from_output(&grad, &out, self_overlap, &failed) : NULL;
     if (failed) {
         goto done;
@@ -584,6 +594,12 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
     operand_release(&out);
     result = finish_result(target, finish);
 done:
+    if (detached_grad != NULL) {
+        grad.view.buf = grad_buf;
+    }
+    if (detached_z != NULL) {
+        z.view.buf = z_buf;
+    }
     PyMem_Free(detached_grad);
     PyMem_Free(detached_z);
     operand_release(&grad);
