@@ -79,14 +79,15 @@ operand_normalize(Operand *op, const char *fname)
 /*
  * PyObject_GetBuffer failed on obj.  NumPy refuses to export dtypes that
  * have no buffer format (datetime64, timedelta64, ml_dtypes' bfloat16 and
- * float8 types, ...) with a ValueError; for those, raise the TypeError that
- * names the dtype, as for any format leaky cannot compute, with NumPy's
- * error as its cause.  Any other failure passes through unchanged.
+ * float8 types, ...) with a ValueError, and their scalars with a TypeError
+ * that names neither; for those, raise the TypeError that names the
+ * argument and the dtype, as for any format leaky cannot compute, with
+ * NumPy's error as its cause.  Any other failure passes through unchanged.
  */
 static int
 explain_refused_export(const OperandRole *role, PyObject *obj)
 {
-    if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
+    if (!PyErr_ExceptionMatches(PyExc_ValueError) && !PyErr_ExceptionMatches(PyExc_TypeError)) {
         return -1;
     }
     PyObject *refusal = take_exception();
@@ -137,6 +138,33 @@ refused_buffer(LeakyState *st, PyObject *obj, const OperandRole *role)
 }
 
 /*
+ * NumPy's datetime64 and timedelta64 scalars export their raw bytes
+ * as a 1-d 'B' buffer, not their value: refuse them, naming the dtype, where
+ * the bytes would otherwise be computed into a 0-d scalar result.
+ */
+static int
+refuse_numpy_scalar_bytes(const OperandRole *role, PyObject *obj, const Py_buffer *view)
+{
+    if (view->ndim == 0) {
+        return 0;
+    }
+    for (PyTypeObject *type = Py_TYPE(obj); type != NULL; type = type->tp_base) {
+        if (strcmp(type->tp_name, "numpy.generic") == 0) {
+            PyObject *dtype = PyObject_GetAttrString(obj, "dtype");
+            if (dtype != NULL) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() argument '%s' is a NumPy scalar of dtype '%S', whose buffer "
+                             "holds its raw bytes, and which leaky cannot compute",
+                             role->fname, role->argname, dtype);
+                Py_DECREF(dtype);
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
  * obj's buffer as op, owned by buffer_input (its release is
  * buffer_view_release): 1, 0 when the export failed in a way that leaves
  * DLPack to try (refused_buffer), or -1 with an exception.
@@ -151,6 +179,9 @@ buffer_view_acquire(LeakyState *st, PyObject *obj, Operand *op, const OperandRol
         return explain_refused_export(role, obj);
     }
     op->owner = &buffer_input;
+    if (refuse_numpy_scalar_bytes(role, obj, &op->view) < 0) {
+        return -1;
+    }
     if (role->writable && op->view.readonly) {
         PyErr_Format(PyExc_ValueError, "%s() argument 'out' is read-only", role->fname);
         return -1;

@@ -46,6 +46,31 @@ typedef struct {
     int type_num;
 } DescrHead;
 
+/* The descriptor's elsize, which differs: NumPy 1.x has an int right after
+   type_num, NumPy 2.x (ABI 2) a 64-bit flags word and then an npy_intp. */
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *typeobj;
+    char kind, type, byteorder, flags;
+    int type_num;
+    int elsize;
+} DescrV1;
+
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *typeobj;
+    char kind, type, byteorder, former_flags;
+    int type_num;
+    uint64_t flags;
+    Py_ssize_t elsize;
+} DescrV2;
+
+static inline Py_ssize_t
+descr_elsize(const LeakyState *st, const PyObject *descr)
+{
+    return st->numpy_descr_wide ? ((const DescrV2 *)descr)->elsize : ((const DescrV1 *)descr)->elsize;
+}
+
 #define NPY_ARRAY_WRITEABLE_FLAG 0x0400
 #define NPY_ARRAY_WARN_ON_WRITE_FLAG 0x80000000u
 
@@ -88,6 +113,7 @@ load_numpy_api(LeakyState *st)
     if (abi_version() < 0x01000009) {  /* NumPy 1.x's ABI and up */
         goto done;
     }
+    st->numpy_descr_wide = abi_version() >= 0x02000000;
     PyTypeObject *ndarray = (PyTypeObject *)api[2];
     NewArrayFunc new_array = (NewArrayFunc)api[93];
     Py_ssize_t dims[1] = {3};
@@ -107,7 +133,24 @@ load_numpy_api(LeakyState *st)
     const DescrHead *descr = (const DescrHead *)head->descr;
     usable = usable && head->nd == 1 && head->dimensions[0] == 3 && head->strides[0] == 8 &&
              (head->flags & NPY_ARRAY_WRITEABLE_FLAG) && descr != NULL && descr->type == 'd' &&
-             descr->byteorder == '=' && descr->type_num == NPY_DOUBLE_TYPENUM;
+             descr->byteorder == '=' && descr->type_num == NPY_DOUBLE_TYPENUM &&
+             descr_elsize(st, head->descr) == 8;
+    /* the scalar types that name float16/32/64: ml_dtypes' int1 has type
+       character 'e' and a type number of its own, one byte wide */
+    for (int k = KIND_F16; usable && k <= KIND_F64; k++) {
+        Py_ssize_t none[1] = {0};
+        PyObject *empty = new_array(ndarray, 1, none, typenum_of_result((ElemKind)k), NULL, NULL,
+                                    0, 0, NULL);
+        if (empty == NULL) {
+            usable = 0;
+            break;
+        }
+        const PyObject *d = ((const NdarrayHead *)empty)->descr;
+        st->numpy_float_types[k] = ((const DescrHead *)d)->typeobj;
+        usable = ((const DescrHead *)d)->type_num == typenum_of_result((ElemKind)k) &&
+                 descr_elsize(st, d) == itemsize_of_result((ElemKind)k);
+        Py_DECREF(empty);
+    }
     if (usable) {
         st->numpy_core = Py_NewRef(core);
         st->numpy_new_array = new_array;
@@ -160,15 +203,18 @@ ndarray_acquire(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *r
     }
     const NdarrayHead *head = (const NdarrayHead *)obj;
     const DescrHead *descr = (const DescrHead *)head->descr;
+    /* by type number, scalar type and size, never by the type character,
+       which other dtypes reuse (ml_dtypes' one-byte int1 is 'e') */
     ElemKind kind = KIND_COUNT;
-    switch (descr->type) {
-    case 'e': kind = KIND_F16; break;
-    case 'f': kind = KIND_F32; break;
-    case 'd': kind = KIND_F64; break;
+    switch (descr->type_num) {
+    case NPY_HALF_TYPENUM: kind = KIND_F16; break;
+    case NPY_FLOAT_TYPENUM: kind = KIND_F32; break;
+    case NPY_DOUBLE_TYPENUM: kind = KIND_F64; break;
     default: break;  /* ints, bools and the rest: the buffer protocol's format */
     }
-    if (kind == KIND_COUNT || head->nd < 0 || head->nd > PyBUF_MAX_NDIM ||
-        descr->byteorder != '=' ||
+    if (kind == KIND_COUNT || descr->typeobj != st->numpy_float_types[kind] ||
+        descr_elsize(st, head->descr) != itemsize_of_result(kind) || head->nd < 0 ||
+        head->nd > PyBUF_MAX_NDIM || descr->byteorder != '=' ||
         (role->writable && (!(head->flags & NPY_ARRAY_WRITEABLE_FLAG) ||
                             ((unsigned int)head->flags & NPY_ARRAY_WARN_ON_WRITE_FLAG)))) {
         int got = buffer_view_acquire(st, obj, op, role);

@@ -794,6 +794,10 @@ typedef struct {
     PyObject *numpy_core;      /* NumPy's _multiarray_umath, once an ndarray was seen */
     PyTypeObject *ndarray_type;
     NewArrayFunc numpy_new_array;  /* PyArray_New from NumPy's C-API table */
+    /* numpy.float16/32/64 by kind (borrowed: static types of numpy_core) and
+       where the descriptor's elsize is, which NumPy 2 moved (input_ndarray.c) */
+    PyTypeObject *numpy_float_types[3];
+    int numpy_descr_wide;
     PyObject *default_alpha;   /* the float 0.01 */
     PyObject *one_float;       /* the float 1.0, the gradient where z > 0 */
     PyObject *zero;            /* the int 0, for z > 0 on other numbers */

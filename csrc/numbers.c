@@ -308,8 +308,18 @@ name_failed_element(const Nesting *nest, const Nesting *other, int depth)
         Py_SETREF(here, there ? PyUnicode_FromFormat("%U and %U", here, there) : NULL);
         Py_XDECREF(there);
     }
+    /* the cause's own "leaky_relu() " in front would name the function twice */
+    PyObject *text = cause != NULL ? PyObject_Str(cause) : NULL;
+    PyObject *prefix = text != NULL ? PyUnicode_FromFormat("%s() ", nest->fname) : NULL;
+    if (prefix != NULL && PyUnicode_Tailmatch(text, prefix, 0, PY_SSIZE_T_MAX, -1) == 1) {
+        Py_SETREF(text, PyUnicode_Substring(text, PyUnicode_GET_LENGTH(prefix), PY_SSIZE_T_MAX));
+    }
+    Py_XDECREF(prefix);
+    if (text == NULL) {
+        Py_CLEAR(here);
+    }
     if (here != NULL) {
-        PyErr_Format(PyExc_TypeError, "%s() at %U: %S", nest->fname, here, cause);
+        PyErr_Format(PyExc_TypeError, "%s() at %U: %U", nest->fname, here, text);
         Py_DECREF(here);
         PyObject *exc_type, *exc, *exc_tb;
         PyErr_Fetch(&exc_type, &exc, &exc_tb);
@@ -318,7 +328,88 @@ name_failed_element(const Nesting *nest, const Nesting *other, int depth)
         cause = NULL;
         PyErr_Restore(exc_type, exc, exc_tb);
     }
+    Py_XDECREF(text);
     Py_XDECREF(cause);
+}
+
+/*
+ * A buffer in a list (a NumPy scalar, a 0-d array) is one element, as a
+ * number is: 1 if obj is such a buffer, 0 if it is no buffer or an exact
+ * number (the number rules apply), -1 with a TypeError for a buffer with
+ * dimensions, which would make the list ragged.
+ */
+static int
+is_zero_d_buffer(const Nesting *nest, PyObject *obj)
+{
+    if (is_exact_number(obj) || !PyObject_CheckBuffer(obj)) {
+        return 0;
+    }
+    PyTypeObject *type = Py_TYPE(obj);
+    if ((type->tp_as_sequence == NULL || type->tp_as_sequence->sq_length == NULL) &&
+        (type->tp_as_mapping == NULL || type->tp_as_mapping->mp_length == NULL)) {
+        return 1;  /* no len(): a NumPy scalar, even one that exports its bytes */
+    }
+    Py_buffer view;
+    /* no format asked: ml_dtypes' scalars export only without one (the
+       buffer route then names their dtype) */
+    if (PyObject_GetBuffer(obj, &view, PyBUF_STRIDES) < 0) {
+        PyErr_Clear();
+        return 1;
+    }
+    int ndim = view.ndim;
+    PyBuffer_Release(&view);
+    if (ndim == 0) {
+        return 1;
+    }
+    /* name_failed_element puts the position in front */
+    PyErr_Format(PyExc_TypeError,
+                 "%s() argument '%s' is a %.200s with %d dimensions, but a list or tuple holds "
+                 "numbers, NumPy scalars and 0-d arrays (or lists of them)",
+                 nest->fname, nest->argname, type->tp_name, ndim);
+    return -1;
+}
+
+/* One element of a list: what the call on it alone gives. */
+static PyObject *
+unary_element(LeakyState *st, UnaryOp op, PyObject *item, const Nesting *nest,
+              PyObject *alpha_obj, double alpha)
+{
+    int buffer = is_zero_d_buffer(nest, item);
+    if (buffer < 0) {
+        return NULL;
+    }
+    if (!buffer) {
+        return unary_number(st, op, item, alpha_obj, alpha);
+    }
+    if (is_ndarray_subclass(item)) {
+        return unary_via_ufunc(st, op, item, alpha_obj, NULL);
+    }
+    return unary_buffer(st, op, nest->fname, item, NULL, alpha, 1);
+}
+
+static PyObject *
+backward_element(LeakyState *st, PyObject *g, PyObject *z, const Nesting *grads,
+                 const Nesting *zs, PyObject *alpha_obj, double alpha)
+{
+    int g_buffer = is_zero_d_buffer(grads, g);
+    int z_buffer = g_buffer < 0 ? -1 : is_zero_d_buffer(zs, z);
+    if (z_buffer < 0) {
+        return NULL;
+    }
+    if (!g_buffer && !z_buffer) {
+        return backward_number(st, g, z, alpha_obj, alpha);
+    }
+    if (g_buffer && z_buffer) {
+        if (is_ndarray_subclass(g) || is_ndarray_subclass(z)) {
+            return backward_via_ufunc(st, g, z, alpha_obj, NULL);
+        }
+        return backward_buffer(st, g, z, NULL, alpha, 1);
+    }
+    PyErr_Format(PyExc_TypeError,
+                 "leaky_relu_backward() grad_output and z must both be NumPy scalars or 0-d "
+                 "arrays, or both numbers, not %.200s and %.200s",
+                 Py_TYPE(g)->tp_name, Py_TYPE(z)->tp_name);
+    return NULL;
 }
 
 static PyObject *
@@ -339,7 +430,7 @@ unary_nested(LeakyState *st, UnaryOp op, PyObject *seq, int depth, Nesting *nest
             value = unary_nested(st, op, item, depth + 1, nest, alpha_obj, alpha);
         }
         else if (nesting_number(nest, depth + 1) == 0) {
-            value = unary_number(st, op, item, alpha_obj, alpha);
+            value = unary_element(st, op, item, nest, alpha_obj, alpha);
             if (value == NULL) {
                 name_failed_element(nest, NULL, depth + 1);
             }
@@ -420,7 +511,7 @@ backward_nested(LeakyState *st, PyObject *grad_seq, PyObject *z_seq, int depth, 
             Py_XDECREF(z_name);
         }
         else if (nesting_number(grads, depth + 1) == 0 && nesting_number(zs, depth + 1) == 0) {
-            value = backward_number(st, g, z, alpha_obj, alpha);
+            value = backward_element(st, g, z, grads, zs, alpha_obj, alpha);
             if (value == NULL) {
                 name_failed_element(grads, zs, depth + 1);
             }

@@ -68,7 +68,9 @@ def new_result(source: object, fmt: str, shape: tuple[int, ...]) -> "NewResult":
     if numpy is not None:
         if isinstance(source, numpy.ndarray):
             return numpy.empty(shape, dtype=fmt), None
-        if isinstance(source, numpy.generic):
+        # a 0-d result only for a 0-d buffer: a scalar that exports its bytes
+        # (datetime64, bytes_) has dimensions, and gets a memoryview
+        if isinstance(source, numpy.generic) and not shape:
             if _scalar_of_0d is None:
                 import operator
 
