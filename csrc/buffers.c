@@ -477,7 +477,8 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
     Operand *ops[2] = {&in, &out};
     const KernelTable *kernels = st->kernels;
     if (run_elementwise(st, ops, 2, (op == OP_FORWARD ? kernels->forward : kernels->grad)[in.kind],
-                        &ctx, threads, self_overlap ? ORDER_C : ORDER_ANY) < 0) {
+                        &ctx, threads, self_overlap ? ORDER_C : ORDER_ANY) < 0 ||
+        (out_obj != NULL && out.dlpack != NULL && dlpack_written(st, out_obj) < 0)) {
         goto done;
     }
     operand_release(&out);
@@ -546,7 +547,8 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
         loop = st->kernels->backward_same[grad.kind - KIND_F16];
     }
     Operand *ops[3] = {&grad, &z, &out};
-    if (run_elementwise(st, ops, 3, loop, &ctx, threads, self_overlap ? ORDER_C : ORDER_ANY) < 0) {
+    if (run_elementwise(st, ops, 3, loop, &ctx, threads, self_overlap ? ORDER_C : ORDER_ANY) < 0 ||
+        (out_obj != NULL && out.dlpack != NULL && dlpack_written(st, out_obj) < 0)) {
         goto done;
     }
     operand_release(&out);

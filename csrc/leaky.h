@@ -748,6 +748,12 @@ typedef struct {
 typedef PyObject *(*NewArrayFunc)(PyTypeObject *, int, const Py_ssize_t *, int,
                                   const Py_ssize_t *, void *, int, int, PyObject *);
 
+/* torch's tensor methods and modules dlpack.c uses, by name (never importing torch) */
+enum {
+    TORCH_IS_NEG, TORCH_IS_ZEROTENSOR, TORCH_IS_INFERENCE, TORCH_RESOLVE_NEG, TORCH_CLONE,
+    TORCH_GRAPH_MODULE, TORCH_INCREMENT_VERSION, TORCH_NAME_COUNT
+};
+
 typedef struct {
     const KernelTable *kernels;  /* chosen once, at import */
     ThreadPool *pool;            /* made on first use; see pool_for_caller */
@@ -781,7 +787,9 @@ typedef struct {
     PyObject *str_dlpack;          /* "__dlpack__" (dlpack.c) */
     PyObject *str_dlpack_device;   /* "__dlpack_device__" */
     PyObject *dlpack_kwnames;      /* ("max_version",) */
+    PyObject *dlpack_out_kwnames;  /* ("max_version", "copy"): out= asks for no copy */
     PyObject *dlpack_max_version;  /* (1, 0) */
+    PyObject *torch_names[TORCH_NAME_COUNT];  /* torch's tensor methods (dlpack.c) */
     PyObject *array_like_names[4]; /* what makes a number an array-like (numbers.c) */
     PyObject *str_array_protocols[6];  /* array_route.c: "numpy", "__array_ufunc__", ... */
 } LeakyState;
@@ -946,6 +954,7 @@ int buffer_or_tensor(LeakyState *st, PyObject *obj);
 int is_dlpack_tensor(LeakyState *st, PyObject *obj);
 int dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
                    const char *argname, int writable);
+int dlpack_written(LeakyState *st, PyObject *out_obj);
 void dlpack_release(Operand *op);
 PyObject *dlpack_export(char *data, ElemKind kind, int ndim, const Py_ssize_t *shape,
                         const Py_ssize_t *byte_strides, int versioned, int copied);
