@@ -617,8 +617,8 @@ dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const char *fname,
     }
     if (writable && !versioned && !torch) {
         /* a DLManagedTensor says nothing of read-only memory or copies; torch
-           tensors (before torch 2.7) are the one producer known to share
-           writable memory that way */
+           (whose older versions know no max_version) is the one producer
+           known to share writable memory that way */
         PyErr_Format(PyExc_ValueError,
                      "%s() argument '%s' exported a pre-1.0 DLPack tensor, which cannot say "
                      "whether it is read-only or a copy, so leaky does not write into it; "

@@ -455,3 +455,25 @@ def test_flag_checks_keep_refcounts() -> None:
     check_stable(lambda: leaky_relu(out, 0.5, out=n), [n, out], TypeError)
     check_stable(lambda: leaky_relu(out, 0.5, out=z), [z, out], ValueError)
     check_stable(lambda: leaky_relu(out, 0.5, out=it), [it, out], ValueError)
+
+
+def old_torch_dlpack(self: Any, **kwargs: Any) -> Any:
+    """The __dlpack__ of a torch that knew no max_version: always unversioned."""
+    if kwargs:
+        raise TypeError(f"__dlpack__() got an unexpected keyword argument {next(iter(kwargs))!r}")
+    return torch.utils.dlpack.to_dlpack(self.as_subclass(torch.Tensor))
+
+
+def test_unversioned_torch_out_is_written() -> None:
+    """A pre-1.0 capsule cannot say read-only or copied, so out= refuses it (see the
+    producer zoo), except from torch, whose unversioned export always shares."""
+    x = torch.tensor([-1.0, 2.0, -3.0])
+    old_torch_tensor = type("OldTorchTensor", (torch.Tensor,), {"__dlpack__": old_torch_dlpack})
+    out = torch.zeros(3).as_subclass(old_torch_tensor)
+    assert out.__dlpack__().__class__.__name__ == "PyCapsule"
+    twin = torch.zeros(3)
+    torch._C._nn.leaky_relu(x, 0.5, out=twin)
+    before = out._version
+    assert leaky_relu(x, 0.5, out=out) is out
+    assert_same(out.as_subclass(torch.Tensor), twin)
+    assert out._version == before + 1
