@@ -218,6 +218,9 @@ run_and_finish(LeakyState *st, Operand *const *ops, int nops, NewResult *made, P
     if (run_elementwise(st, ops, nops, loop, ctx, threads, self_overlap ? ORDER_C : ORDER_ANY) < 0) {
         return NULL;
     }
+    if (out_obj != NULL && out->owner->written != NULL && out->owner->written(st, out_obj) < 0) {
+        return NULL;
+    }
     operand_release(out);
     return finish_result(made->target, made->finish);
 }

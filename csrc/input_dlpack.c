@@ -31,6 +31,7 @@ dlpack_init_state(LeakyState *st)
     st->str_dlpack = PyUnicode_InternFromString("__dlpack__");
     st->str_dlpack_device = PyUnicode_InternFromString("__dlpack_device__");
     st->dlpack_kwnames = Py_BuildValue("(s)", "max_version");
+    st->dlpack_out_kwnames = Py_BuildValue("(ss)", "max_version", "copy");
     st->dlpack_max_version = Py_BuildValue("(ii)", DLPACK_MAJOR_VERSION, DLPACK_MINOR_VERSION);
     static const char *const array_like[4] = {"__array__", "__array_interface__",
                                               "__array_struct__", "__dlpack__"};
@@ -40,8 +41,20 @@ dlpack_init_state(LeakyState *st)
             return -1;
         }
     }
+    static const char *const torch_names[TORCH_NAME_COUNT] = {
+        [TORCH_IS_NEG] = "is_neg", [TORCH_IS_ZEROTENSOR] = "_is_zerotensor",
+        [TORCH_IS_INFERENCE] = "is_inference", [TORCH_RESOLVE_NEG] = "resolve_neg",
+        [TORCH_CLONE] = "clone",
+        [TORCH_GRAPH_MODULE] = "torch.autograd.graph",
+        [TORCH_INCREMENT_VERSION] = "increment_version"};
+    for (int i = 0; i < TORCH_NAME_COUNT; i++) {
+        st->torch_names[i] = PyUnicode_InternFromString(torch_names[i]);
+        if (st->torch_names[i] == NULL) {
+            return -1;
+        }
+    }
     return (st->str_dlpack && st->str_dlpack_device && st->dlpack_kwnames &&
-            st->dlpack_max_version) ? 0 : -1;
+            st->dlpack_out_kwnames && st->dlpack_max_version) ? 0 : -1;
 }
 
 void
@@ -50,9 +63,13 @@ dlpack_clear_state(LeakyState *st)
     Py_CLEAR(st->str_dlpack);
     Py_CLEAR(st->str_dlpack_device);
     Py_CLEAR(st->dlpack_kwnames);
+    Py_CLEAR(st->dlpack_out_kwnames);
     Py_CLEAR(st->dlpack_max_version);
     for (int i = 0; i < 4; i++) {
         Py_CLEAR(st->array_like_names[i]);
+    }
+    for (int i = 0; i < TORCH_NAME_COUNT; i++) {
+        Py_CLEAR(st->torch_names[i]);
     }
 }
 
@@ -182,6 +199,155 @@ kind_of_dtype(DLDataType dtype, ElemKind *kind, char *name, size_t size)
 }
 
 /*
+ * A torch tensor: its type derives from torch._C.TensorBase, a static type
+ * (so no Python class can pose as it by name).  Read off the type alone:
+ * torch is never imported, nor looked up, and other objects pay a short MRO
+ * walk.
+ */
+static int
+is_torch_tensor(PyObject *obj)
+{
+    PyObject *mro = Py_TYPE(obj)->tp_mro;
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!(base->tp_flags & Py_TPFLAGS_HEAPTYPE) &&
+            strcmp(base->tp_name, "torch._C.TensorBase") == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* obj.name() as a truth value: 1, 0, or -1 with an exception. */
+static int
+call_predicate(PyObject *obj, const char *name)
+{
+    PyObject *answer = PyObject_CallMethod(obj, name, NULL);
+    int truth = answer != NULL ? PyObject_IsTrue(answer) : -1;
+    Py_XDECREF(answer);
+    return truth;
+}
+
+static int
+call_predicate_named(PyObject *obj, PyObject *name)
+{
+    PyObject *answer = PyObject_CallMethodNoArgs(obj, name);
+    int truth = answer != NULL ? PyObject_IsTrue(answer) : -1;
+    Py_XDECREF(answer);
+    return truth;
+}
+
+/*
+ * What a torch tensor's DLPack export cannot say: torch exports a tensor
+ * with the negative bit (torch._neg_view, a lazy negation) as its
+ * un-negated memory.  An input gets it resolved (torch's resolve_neg(), a
+ * copy); an out= gets refused, and so does an inference tensor outside
+ * inference mode, as torch refuses in-place writes into one.  (Zero
+ * tensors, exported with a NULL data pointer, are caught there, at no cost
+ * here: dlpack_operand.)  *source: a new reference to what to export (obj
+ * itself but for a resolved input).  0, or -1 with an exception.  Costs
+ * the common path one (input) or two (out=) of torch's C methods.
+ */
+static int
+torch_export_source(LeakyState *st, PyObject *obj, const char *fname, const char *argname,
+                    int writable, PyObject **source)
+{
+    *source = NULL;
+    int neg = call_predicate_named(obj, st->torch_names[TORCH_IS_NEG]);
+    if (neg < 0) {
+        return -1;
+    }
+    if (writable) {
+        if (neg) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() argument 'out' has torch's negative bit set (a lazy negation, "
+                         "as torch._neg_view makes), which DLPack does not carry: leaky would "
+                         "store the negation of its results; write into a tensor without the "
+                         "bit (`t.resolve_neg()` is a copy)",
+                         fname);
+            return -1;
+        }
+        int inference = call_predicate_named(obj, st->torch_names[TORCH_IS_INFERENCE]);
+        if (inference < 0) {
+            return -1;
+        }
+        if (inference) {
+            PyObject *name = PyUnicode_FromString("torch");
+            PyObject *torch = name != NULL ? PyImport_GetModule(name) : NULL;
+            Py_XDECREF(name);
+            PyObject *enabled = torch != NULL
+                ? PyObject_CallMethod(torch, "is_inference_mode_enabled", NULL) : NULL;
+            Py_XDECREF(torch);
+            int inside = enabled != NULL ? PyObject_IsTrue(enabled) : -1;
+            Py_XDECREF(enabled);
+            if (inside < 0 && !PyErr_Occurred()) {  /* torch left sys.modules */
+                inside = 0;
+            }
+            if (inside < 0) {
+                return -1;
+            }
+            if (!inside) {
+                PyErr_Format(PyExc_ValueError,
+                             "%s() argument 'out' is an inference tensor, which torch lets no "
+                             "in-place operation update outside torch.inference_mode(); write "
+                             "inside it, or into `t.clone()`",
+                             fname);
+                return -1;
+            }
+        }
+        *source = Py_NewRef(obj);
+        return 0;
+    }
+    *source = neg ? PyObject_CallMethodNoArgs(obj, st->torch_names[TORCH_RESOLVE_NEG])
+                  : Py_NewRef(obj);
+    return *source != NULL ? 0 : -1;
+}
+
+static void dlpack_release(Operand *op);
+static int dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role);
+
+/*
+ * A tensor exported with a NULL data pointer but elements: torch's zero
+ * tensors (torch._efficientzerotensor) are exported so.  As an input, one
+ * is materialized (clone(), a copy) and taken instead; as out= it is
+ * refused, as torch refuses in-place writes into one.  Anything else is a
+ * broken export.  op holds obj's capsule, released here if it is replaced.
+ * 1, or -1 with an exception.
+ */
+static int
+null_data_operand(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role,
+                  int torch)
+{
+    const char *fname = role->fname, *argname = role->argname;
+    const int writable = role->writable;
+    int zero = torch ? call_predicate_named(obj, st->torch_names[TORCH_IS_ZEROTENSOR]) : 0;
+    if (zero < 0) {
+        return -1;
+    }
+    if (zero && writable) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s() argument 'out' is a zero tensor (torch._efficientzerotensor), "
+                     "which torch keeps immutable; write into a materialized one: `t.clone()`",
+                     fname);
+        return -1;
+    }
+    if (zero) {
+        PyObject *materialized = PyObject_CallMethodNoArgs(obj, st->torch_names[TORCH_CLONE]);
+        if (materialized == NULL) {
+            return -1;
+        }
+        dlpack_release(op);
+        /* a clone has its own memory: this does not come back here */
+        int done = dlpack_operand(st, materialized, op, role);
+        Py_DECREF(materialized);
+        return done;
+    }
+    PyErr_Format(PyExc_BufferError, "%s() argument '%s' exported a NULL data pointer for %zd bytes",
+                 fname, argname, op->view.len);
+    return -1;
+}
+
+/*
  * __dlpack__ (or __dlpack_device__) raised.  Say why where leaky knows a
  * common reason, with the original error as the cause; pass anything else
  * through.  Only on this error path, so the usual call pays nothing for it.
@@ -202,10 +368,28 @@ explain_export_failure(const char *fname, const char *argname, PyObject *obj)
     const char *type_name = device_type != NULL && PyUnicode_Check(device_type)
                                 ? PyUnicode_AsUTF8(device_type) : NULL;
     PyErr_Clear();
-    if (grad > 0) {
+    int conj = grad <= 0 && is_torch_tensor(obj) ? call_predicate(obj, "is_conj") : 0;
+    if (grad > 0 && strcmp(argname, "out") == 0) {
+        /* torch refuses in-place writes into a leaf that requires grad; a
+           detached view shares the tensor's version counter, which
+           dlpack_written bumps, so autograd still sees the write */
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument 'out' is a tensor that requires grad, and leaky writes "
+                     "outside autograd (torch refuses in-place writes into a leaf that requires "
+                     "grad too): write into `t.detach()`, whose version counter autograd checks",
+                     fname);
+    }
+    else if (grad > 0) {
         PyErr_Format(PyExc_TypeError,
                      "%s() argument '%s' is a tensor that requires grad; leaky computes "
                      "outside autograd: call it on `t.detach()`",
+                     fname, argname);
+    }
+    else if (conj > 0) {  /* torch sets the bit only on complex tensors */
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument '%s' is a complex tensor with torch's conjugate bit set; "
+                     "leaky cannot compute complex dtypes (`t.resolve_conj()` would still be "
+                     "complex)",
                      fname, argname);
     }
     else if (is_jax_tracer(obj)) {
@@ -263,17 +447,32 @@ check_device(LeakyState *st, PyObject *obj, const char *fname, const char *argna
     return -1;
 }
 
-/* The capsule obj exports, versioned if it can; NULL with an exception. */
+/*
+ * The capsule source exports (obj, or what torch_export_source resolved it
+ * to), versioned if it can; NULL with an exception, explained for obj.  For
+ * out= (writable), copy=False: a write into a copy would be lost.  An
+ * exporter that cannot share raises BufferError (the standard's answer),
+ * passed on; one that knows neither keyword (TypeError) is asked with fewer.
+ */
 static PyObject *
-export_capsule(LeakyState *st, PyObject *obj, const char *fname, const char *argname)
+export_capsule(LeakyState *st, PyObject *obj, PyObject *source, const char *fname,
+               const char *argname, int writable)
 {
-    PyObject *args[2] = {obj, st->dlpack_max_version};
+    PyObject *args[3] = {source, st->dlpack_max_version, Py_False};
     PyObject *capsule = PyObject_VectorcallMethod(
-        st->str_dlpack, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, st->dlpack_kwnames);
+        st->str_dlpack, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+        writable ? st->dlpack_out_kwnames : st->dlpack_kwnames);
+    if (capsule == NULL && writable && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        /* knows max_version but not copy (not the standard's 2023.12): the
+           IS_COPIED flag still tells */
+        PyErr_Clear();
+        capsule = PyObject_VectorcallMethod(
+            st->str_dlpack, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, st->dlpack_kwnames);
+    }
     if (capsule == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
         /* a pre-1.0 exporter, which knows no max_version: the older capsule */
         PyErr_Clear();
-        capsule = PyObject_CallMethodNoArgs(obj, st->str_dlpack);
+        capsule = PyObject_CallMethodNoArgs(source, st->str_dlpack);
     }
     if (capsule == NULL) {
         explain_export_failure(fname, argname, obj);
@@ -327,13 +526,21 @@ dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *ro
     if (check_device(st, obj, fname, argname) < 0) {
         return -1;
     }
-    PyObject *capsule = export_capsule(st, obj, fname, argname);
+    const int torch = is_torch_tensor(obj);
+    PyObject *source = NULL;
+    if (torch && torch_export_source(st, obj, fname, argname, writable, &source) < 0) {
+        return -1;
+    }
+    PyObject *capsule = export_capsule(st, obj, source ? source : obj, fname, argname, writable);
+    Py_XDECREF(source);  /* a resolved copy lives on in its capsule */
     if (capsule == NULL) {
         return -1;
     }
     DLTensor *t;
     uint64_t flags = 0;
+    int versioned = 0;
     if (PyCapsule_IsValid(capsule, DLPACK_VERSIONED_CAPSULE)) {
+        versioned = 1;
         DLManagedTensorVersioned *managed = PyCapsule_GetPointer(capsule, DLPACK_VERSIONED_CAPSULE);
         if (managed->version.major != DLPACK_MAJOR_VERSION) {
             /* not renamed: the exporter's capsule destructor frees it, and
@@ -361,12 +568,25 @@ dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *ro
         t = &managed->dl_tensor;
     }
     else {
+        /* a capsule renamed "used_..." was consumed before: handed out twice */
+        const char *name = PyCapsule_CheckExact(capsule) ? PyCapsule_GetName(capsule) : NULL;
+        int used = name != NULL && strncmp(name, "used_", 5) == 0;
         PyTypeObject *type = (PyTypeObject *)Py_NewRef(Py_TYPE(capsule));
         Py_DECREF(capsule);  /* first: its destructor may run Python */
-        PyErr_Format(PyExc_TypeError,
-                     "%s() argument '%s': %.200s.__dlpack__() returned %.200s, not a "
-                     "'dltensor' or 'dltensor_versioned' capsule",
-                     fname, argname, Py_TYPE(obj)->tp_name, type->tp_name);
+        PyErr_Clear();
+        if (used) {
+            PyErr_Format(PyExc_BufferError,
+                         "%s() argument '%s': %.200s.__dlpack__() returned a capsule that was "
+                         "already consumed (renamed 'used_...'); a capsule is good for one "
+                         "consumer only",
+                         fname, argname, Py_TYPE(obj)->tp_name);
+        }
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() argument '%s': %.200s.__dlpack__() returned %.200s, not a "
+                         "'dltensor' or 'dltensor_versioned' capsule",
+                         fname, argname, Py_TYPE(obj)->tp_name, type->tp_name);
+        }
         Py_DECREF(type);
         return -1;
     }
@@ -394,6 +614,24 @@ dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *ro
     }
     if (writable && (flags & DLPACK_FLAG_BITMASK_READ_ONLY)) {
         PyErr_Format(PyExc_ValueError, "%s() argument '%s' is read-only", fname, argname);
+        return -1;
+    }
+    if (writable && (flags & DLPACK_FLAG_BITMASK_IS_COPIED)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s() argument '%s' exported a copy (DLPACK_FLAG_BITMASK_IS_COPIED) though "
+                     "asked for none: leaky's results would be lost in it",
+                     fname, argname);
+        return -1;
+    }
+    if (writable && !versioned && !torch) {
+        /* a DLManagedTensor says nothing of read-only memory or copies; torch
+           (whose older versions know no max_version) is the one producer
+           known to share writable memory that way */
+        PyErr_Format(PyExc_ValueError,
+                     "%s() argument '%s' exported a pre-1.0 DLPack tensor, which cannot say "
+                     "whether it is read-only or a copy, so leaky does not write into it; "
+                     "pass a buffer, or a tensor of a library that speaks DLPack 1.0",
+                     fname, argname);
         return -1;
     }
     const Py_ssize_t itemsize = t->dtype.bits / 8;
@@ -428,6 +666,9 @@ dlpack_operand(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *ro
     if (checked_nbytes(t->ndim, op->shape, itemsize, &v->len)) {
         v->len = 0;  /* operand_check_size raises for it */
     }
+    if (t->data == NULL && v->len > 0) {
+        return null_data_operand(st, obj, op, role, torch);
+    }
     return 1;
 }
 
@@ -436,6 +677,32 @@ dlpack_acquire(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *ro
 {
     int tensor = has_dlpack(st, obj);
     return tensor == 1 ? dlpack_operand(st, obj, op, role) : tensor;
+}
+
+/*
+ * After leaky wrote into out_obj (the whole write or none: run_elementwise
+ * fails only before it starts): a torch tensor's version counter is bumped,
+ * as any in-place torch op does, so that autograd refuses a backward through
+ * a graph that saved the old values ("modified by an inplace operation").
+ * torch.autograd.graph.increment_version is the public way (it skips
+ * inference tensors, which have no counter).  0, or -1 with an exception.
+ */
+static int
+dlpack_written(LeakyState *st, PyObject *out_obj)
+{
+    if (!is_torch_tensor(out_obj)) {
+        return 0;
+    }
+    PyObject *graph = PyImport_GetModule(st->torch_names[TORCH_GRAPH_MODULE]);
+    if (graph == NULL) {
+        /* torch imports it with itself; only a torch half torn down lacks it */
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *done = PyObject_CallMethodOneArg(graph, st->torch_names[TORCH_INCREMENT_VERSION],
+                                               out_obj);
+    Py_DECREF(graph);
+    Py_XDECREF(done);
+    return done != NULL ? 0 : -1;
 }
 
 /* A ResultBuffer, for the tensor's own library's from_dlpack, or returned as it is. */
@@ -451,6 +718,7 @@ const InputKind dlpack_input = {
     .acquire = dlpack_acquire,
     .release = dlpack_release,
     .new_result = dlpack_new_result,
+    .written = dlpack_written,
 };
 
 /* ------------------------------------------------------------------ */

@@ -773,6 +773,12 @@ typedef struct {
 typedef PyObject *(*NewArrayFunc)(PyTypeObject *, int, const Py_ssize_t *, int,
                                   const Py_ssize_t *, void *, int, int, PyObject *);
 
+/* torch's tensor methods and modules input_dlpack.c uses, by name (never importing torch) */
+enum {
+    TORCH_IS_NEG, TORCH_IS_ZEROTENSOR, TORCH_IS_INFERENCE, TORCH_RESOLVE_NEG, TORCH_CLONE,
+    TORCH_GRAPH_MODULE, TORCH_INCREMENT_VERSION, TORCH_NAME_COUNT
+};
+
 typedef struct {
     const KernelTable *kernels;  /* chosen once, at import */
     ThreadPool *pool;            /* made on first use; see pool_for_caller */
@@ -810,7 +816,9 @@ typedef struct {
     PyObject *str_dlpack;          /* "__dlpack__" (input_dlpack.c) */
     PyObject *str_dlpack_device;   /* "__dlpack_device__" */
     PyObject *dlpack_kwnames;      /* ("max_version",) */
+    PyObject *dlpack_out_kwnames;  /* ("max_version", "copy"): out= asks for no copy */
     PyObject *dlpack_max_version;  /* (1, 0) */
+    PyObject *torch_names[TORCH_NAME_COUNT];  /* torch's tensor methods (input_dlpack.c) */
     PyObject *array_like_names[4]; /* what makes a number an array-like (numbers.c) */
     PyObject *str_array_protocols[6];  /* array_route.c: "numpy", "__array_ufunc__", ... */
 } LeakyState;
@@ -980,6 +988,8 @@ typedef struct {
  * release: gives back what acquire took; called once, with op->owner set.
  * new_result: a fresh result shaped like `like` for an input of this kind;
  *   0 with *made filled, or -1 with an exception.
+ * written: NULL, or told after leaky wrote into obj as out= (a torch
+ *   tensor's version counter); 0, or -1 with an exception.
  */
 struct InputKind {
     const char *name;
@@ -987,6 +997,7 @@ struct InputKind {
     void (*release)(Operand *op);
     int (*new_result)(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
                       NewResult *made);
+    int (*written)(LeakyState *st, PyObject *obj);
 };
 
 extern const InputKind ndarray_input;  /* input_ndarray.c: exact numpy.ndarray */

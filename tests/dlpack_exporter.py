@@ -6,7 +6,10 @@ or `DLManagedTensor` and its PyCapsule as a C library would (the structs of
 DLPack 1.0, written out again here from the specification rather than taken
 from leaky's header). It counts every call of its deleter, so tests can check
 that leaky calls it exactly once on every path, and has switches for each way
-an exporter can differ or misbehave.
+an exporter can differ or misbehave (the "producer zoo" of test_dlpack.py):
+flags, copies made unless told `copy=False`, refusals of that keyword or of
+sharing, a capsule handed out twice, a deleter that raises, a NULL data
+pointer.
 
 `consume` is the other side: it takes a capsule from any `__dlpack__`, reads
 the tensor's description and bytes, renames the capsule and calls the deleter,
@@ -107,8 +110,9 @@ _capsule_set_name.argtypes = [ctypes.py_object, ctypes.c_char_p]
 VERSIONED, PLAIN = b"dltensor_versioned", b"dltensor"
 USED_VERSIONED, USED_PLAIN = b"used_dltensor_versioned", b"used_dltensor"
 
-# What each live managed tensor needs kept alive, by its address.
-_live: dict[int, tuple[Exporter, Any, Any, Any]] = {}
+# What each live managed tensor needs kept alive, by its address: its
+# exporter, the struct, shape and strides arrays, and the copy it was made of.
+_live: dict[int, tuple[Exporter, Any, Any, Any, Any]] = {}
 
 
 def _call_deleter(address: int) -> None:
@@ -116,6 +120,8 @@ def _call_deleter(address: int) -> None:
     if entry is None:
         raise AssertionError(f"deleter called twice (or never exported) for {address:#x}")
     entry[0].deleter_calls += 1
+    if entry[0].deleter_raises:
+        raise RuntimeError("the deleter failed")
 
 
 _deleter = DELETER(_call_deleter)
@@ -166,6 +172,14 @@ class Exporter:
         null_deleter: bool = False,
         lanes: int = 1,
         raises: BaseException | None = None,
+        is_copied: bool = False,
+        copies_unless_told: bool = False,
+        flags_its_copies: bool = True,
+        refuses_no_copy: bool = False,
+        knows_copy: bool = True,
+        same_capsule: bool = False,
+        deleter_raises: bool = False,
+        null_data: bool = False,
     ) -> None:
         self.memory = memory
         self.base = np.frombuffer(memory, np.uint8).ctypes.data if len(memory) else 0
@@ -180,6 +194,17 @@ class Exporter:
         self.tensor_device = tensor_device or device
         self.capsule_name, self.null_deleter, self.lanes = capsule_name, null_deleter, lanes
         self.raises = raises
+        # is_copied: the flag on a tensor over the memory itself (a lying
+        # producer); copies_unless_told: a real copy unless copy=False, flagged
+        # IS_COPIED if flags_its_copies; refuses_no_copy: BufferError for
+        # copy=False, as the standard tells a producer that must copy
+        self.is_copied, self.copies_unless_told = is_copied, copies_unless_told
+        self.flags_its_copies, self.refuses_no_copy = flags_its_copies, refuses_no_copy
+        self.knows_copy, self.same_capsule = knows_copy, same_capsule
+        self.deleter_raises, self.null_data = deleter_raises, null_data
+        self.copies: list[bytearray] = []  # the copies handed out, to see what landed there
+        self.copy_requests: list[Any] = []  # the copy keyword of each __dlpack__ call
+        self._capsule: Any = None
         self.exports = 0  # capsules handed out
         self.deleter_calls = 0
         self.max_versions: list[Any] = []  # what each __dlpack__ call asked for
@@ -190,14 +215,29 @@ class Exporter:
     def __dlpack__(self, **kwargs: Any) -> Any:
         if "max_version" in kwargs and not self.knows_max_version:
             raise TypeError("__dlpack__() got an unexpected keyword argument 'max_version'")
+        if "copy" in kwargs and not self.knows_copy:
+            raise TypeError("__dlpack__() got an unexpected keyword argument 'copy'")
         self.max_versions.append(kwargs.get("max_version"))
+        self.copy_requests.append(kwargs.get("copy", "absent"))
         if self.raises is not None:
             raise self.raises
+        if self.refuses_no_copy and kwargs.get("copy") is False:
+            raise BufferError("this producer cannot share its memory: it must copy")
+        if self.same_capsule and self._capsule is not None:
+            return self._capsule
+        copy = None
+        data = 0 if self.null_data else self.base
+        flags = (READ_ONLY if self.read_only else 0) | (IS_COPIED if self.is_copied else 0)
+        if self.copies_unless_told and kwargs.get("copy") is not False:
+            copy = bytearray(self.memory)
+            self.copies.append(copy)
+            data = np.frombuffer(copy, np.uint8).ctypes.data if len(copy) else 0
+            flags |= IS_COPIED if self.flags_its_copies else 0
         ndim = len(self.shape)
         shape = (ctypes.c_int64 * max(ndim, 1))(*self.shape)
         strides = None if self.strides is None else (ctypes.c_int64 * max(ndim, 1))(*self.strides)
         tensor = DLTensor(
-            data=self.base,
+            data=data,
             device=DLDevice(*self.tensor_device),
             ndim=ndim,
             dtype=DLDataType(self.code, self.bits, self.lanes),
@@ -212,16 +252,19 @@ class Exporter:
             managed = DLManagedTensorVersioned(
                 version=DLPackVersion(*self.version),
                 deleter=deleter,
-                flags=READ_ONLY if self.read_only else 0,
+                flags=flags,
                 dl_tensor=tensor,
             )
         else:
             managed = DLManagedTensor(dl_tensor=tensor, deleter=deleter)
         address = ctypes.addressof(managed)
         name = self.capsule_name or (VERSIONED if versioned else PLAIN)
-        _live[address] = (self, managed, shape, strides)
+        _live[address] = (self, managed, shape, strides, copy)
         self.exports += 1
-        return _capsule_new(address, name, _destructor_address)
+        capsule = _capsule_new(address, name, _destructor_address)
+        if self.same_capsule:
+            self._capsule = capsule
+        return capsule
 
 
 def exporter_of(array: Any, **options: Any) -> Exporter:

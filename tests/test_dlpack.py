@@ -10,6 +10,7 @@ results, to versioned and unversioned consumers.
 
 from __future__ import annotations
 
+import functools
 import gc
 import sys
 from collections.abc import Callable
@@ -34,10 +35,12 @@ from dlpack_exporter import (
     PLAIN,
     VERSIONED,
     Exporter,
+    _live,
     bfloat16_exporter,
     consume,
     exporter_of,
 )
+from test_refcounts import check_stable
 
 import leaky
 from leaky import leaky_relu, leaky_relu_backward, leaky_relu_grad
@@ -486,6 +489,196 @@ def test_requires_grad_and_tracer_messages() -> None:
     with pytest.raises(TypeError, match=r"requires grad; .*call it on `t.detach\(\)`") as info:
         leaky_relu_grad(bad)
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+# ---------------------------------------------------------------- the producer zoo
+#
+# Each kind of producer, as an input and as out=, with the result docs/dlpack.md
+# promises: "ok" (the oracle's values, in a new result or written into out's own
+# memory) or the error.  Every capsule handed out is freed exactly once.
+
+OK = "ok"
+ZOO_Z = [-2.0, 0.5, -4.0, 3.0]
+CUDA_HOST, ROCM = 3, 10
+PRE_1_0 = r"argument 'out' exported a pre-1\.0 DLPack tensor, which cannot say whether it is"
+NO_COPY_BY_PRODUCER = "this producer cannot share its memory: it must copy"
+Outcome = Any  # OK, or (exception type, message pattern)
+
+ZOO: dict[str, tuple[dict[str, Any], Outcome, Outcome]] = {
+    # name: (Exporter options, as input, as out=)
+    "versioned": ({}, OK, OK),
+    "unversioned answer to max_version": ({"versioned": False}, OK, (ValueError, PRE_1_0)),
+    "pre-1.0, no max_version": ({"knows_max_version": False}, OK, (ValueError, PRE_1_0)),
+    "READ_ONLY": ({"read_only": True}, OK, (ValueError, r"argument 'out' is read-only$")),
+    "IS_COPIED though not a copy": (
+        {"is_copied": True},
+        OK,
+        (ValueError, r"argument 'out' exported a copy \(DLPACK_FLAG_BITMASK_IS_COPIED\)"),
+    ),
+    "copies unless told copy=False": ({"copies_unless_told": True}, OK, OK),
+    "copies unless told, unflagged": (
+        {"copies_unless_told": True, "flags_its_copies": False},
+        OK,
+        OK,
+    ),
+    "knows no copy keyword, copies": (
+        {"copies_unless_told": True, "knows_copy": False},
+        OK,
+        (ValueError, r"argument 'out' exported a copy"),
+    ),
+    "knows no copy keyword, shares": ({"knows_copy": False}, OK, OK),
+    "BufferError for copy=False": (
+        {"refuses_no_copy": True},
+        OK,
+        (BufferError, NO_COPY_BY_PRODUCER),
+    ),
+    "byte_offset": ({"byte_offset": 16}, OK, OK),
+    "NULL strides": ({"strides": None}, OK, OK),
+    "lanes > 1": (
+        {"lanes": 2},
+        (TypeError, r"argument 'z' has dtype float64 in vectors of 2 lanes"),
+        (TypeError, r"argument 'out' has dtype float64 in vectors of 2 lanes"),
+    ),
+    "CUDA": (
+        {"device": (KDLCUDA, 0)},
+        (TypeError, r"argument 'z' is on cuda \(DLPack device type 2, id 0\)"),
+        (TypeError, r"argument 'out' is on cuda \(DLPack device type 2, id 0\)"),
+    ),
+    "pinned host (kDLCUDAHost)": (
+        {"device": (CUDA_HOST, 0)},
+        (TypeError, r"argument 'z' is on cuda_host \(pinned\) \(DLPack device type 3"),
+        (TypeError, r"argument 'out' is on cuda_host \(pinned\) \(DLPack device type 3"),
+    ),
+    "ROCm": (
+        {"device": (ROCM, 1)},
+        (TypeError, r"argument 'z' is on rocm \(DLPack device type 10, id 1\)"),
+        (TypeError, r"argument 'out' is on rocm \(DLPack device type 10, id 1\)"),
+    ),
+    "NULL data pointer": (
+        {"null_data": True},
+        (BufferError, r"argument 'z' exported a NULL data pointer for 32 bytes"),
+        (BufferError, r"argument 'out' exported a NULL data pointer for 32 bytes"),
+    ),
+    "NULL deleter": ({"null_deleter": True}, OK, OK),
+}
+
+
+def zoo_exporter(options: dict[str, Any], values: list[float]) -> tuple[Exporter, Any]:
+    """An Exporter of `options` over float64 values, and the NumPy array it shares."""
+    options = dict(options)
+    offset = options.pop("byte_offset", 0) // 8
+    memory = np.full(len(values) + offset, 99.0)
+    array = memory[offset:]
+    array[:] = values
+    exporter = Exporter(
+        memory.data.cast("B"),
+        "float64",
+        (len(values),),
+        options.pop("strides", (1,)),
+        byte_offset=offset * 8,
+        **options,
+    )
+    return exporter, array
+
+
+def check_freed(exporter: Exporter) -> None:
+    gc.collect()
+    if exporter.null_deleter:
+        assert exporter.deleter_calls == 0
+        # nobody frees a tensor without a deleter: the ctypes side keeps it (and
+        # so its exporter) in _live; let it go, so refcounts can be compared
+        for address in [a for a, entry in _live.items() if entry[0] is exporter]:
+            del _live[address]
+    else:
+        assert exporter.deleter_calls == exporter.exports  # each capsule freed, exactly once
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_producer_zoo_as_input(name: str) -> None:
+    options, as_input, _ = ZOO[name]
+    exporter, array = zoo_exporter(options, ZOO_Z)
+    before = sys.getrefcount(exporter)
+    if as_input == OK:
+        got = result_array(leaky_relu(exporter, 0.5), np.float64)
+        assert got.tolist() == [oracle.leaky_relu(v, 0.5) for v in ZOO_Z]
+        # an input is never asked for copy=False: a copy is as good to read
+        assert exporter.copy_requests == ["absent"] * len(exporter.copy_requests)
+    else:
+        exc, message = as_input
+        with pytest.raises(exc, match=message):
+            leaky_relu(exporter, 0.5)
+    assert array.tolist() == ZOO_Z
+    check_freed(exporter)
+    assert sys.getrefcount(exporter) == before
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_producer_zoo_as_out(name: str) -> None:
+    options, _, as_out = ZOO[name]
+    exporter, array = zoo_exporter(options, [7.0] * len(ZOO_Z))
+    z = np.array(ZOO_Z)
+    before = sys.getrefcount(exporter), sys.getrefcount(z)
+    if as_out == OK:
+        assert leaky_relu(z, 0.5, out=exporter) is exporter
+        # the results are in out's own memory, not in a copy of it
+        assert array.tolist() == [oracle.leaky_relu(v, 0.5) for v in ZOO_Z]
+        if exporter.knows_copy and exporter.exports:
+            assert exporter.copy_requests == [False]
+    else:
+        exc, message = as_out
+        with pytest.raises(exc, match=message):
+            leaky_relu(z, 0.5, out=exporter)
+        assert array.tolist() == [7.0] * len(ZOO_Z)  # nothing written
+        for copy in exporter.copies:  # nor into a copy
+            assert np.frombuffer(copy).tolist()[-len(ZOO_Z) :] == [7.0] * len(ZOO_Z)
+    check_freed(exporter)
+    assert (sys.getrefcount(exporter), sys.getrefcount(z)) == before
+
+
+def test_producer_zoo_refcounts_stay_put() -> None:
+    z = np.array(ZOO_Z)
+    for name, (options, as_input, as_out) in ZOO.items():
+        if options.get("null_deleter"):
+            continue  # its tensors are never freed, by design: the ctypes side keeps them
+        exporter, _ = zoo_exporter(options, ZOO_Z)
+        in_exc = None if as_input == OK else as_input[0]
+        out_exc = None if as_out == OK else as_out[0]
+        check_stable(functools.partial(leaky_relu, exporter, 0.5), [exporter, z], in_exc)
+        check_stable(functools.partial(leaky_relu, z, 0.5, out=exporter), [exporter, z], out_exc)
+        check_freed(exporter)
+        assert not exporter.copies or name.startswith(("copies", "knows no copy")), name
+
+
+def test_a_capsule_handed_out_twice() -> None:
+    """A producer that returns the same capsule again: the second consumer must refuse it."""
+    exporter, array = zoo_exporter({"same_capsule": True}, ZOO_Z)
+    first = result_array(leaky_relu(exporter, 0.5), np.float64)
+    assert first.tolist() == [oracle.leaky_relu(v, 0.5) for v in ZOO_Z]
+    with pytest.raises(
+        BufferError,
+        match=r"argument 'z': Exporter\.__dlpack__\(\) returned a "
+        r"capsule that was already consumed",
+    ):
+        leaky_relu(exporter, 0.5)
+    with pytest.raises(BufferError, match=r"argument 'out': .*already consumed"):
+        leaky_relu(np.array(ZOO_Z), out=exporter)
+    assert array.tolist() == ZOO_Z
+    assert exporter.exports == exporter.deleter_calls == 1  # freed once, by its first consumer
+
+
+def test_a_deleter_that_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The call's result stands; the deleter's error is reported as unraisable, once."""
+    reported: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)
+    exporter, array = zoo_exporter({"deleter_raises": True}, ZOO_Z)
+    got = result_array(leaky_relu(exporter, 0.5), np.float64)
+    assert got.tolist() == [oracle.leaky_relu(v, 0.5) for v in ZOO_Z]
+    out, out_array = zoo_exporter({"deleter_raises": True}, [7.0] * 4)
+    assert leaky_relu(array, 0.5, out=out) is out
+    assert out_array.tolist() == got.tolist()
+    assert exporter.deleter_calls == exporter.exports == 1
+    assert out.deleter_calls == out.exports == 1
+    assert [type(r.exc_value) for r in reported] == [RuntimeError, RuntimeError]
 
 
 # ---------------------------------------------------------------- leaky's export

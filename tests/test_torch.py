@@ -253,3 +253,227 @@ def test_results_are_wrapped_without_a_copy() -> None:
     result = leaky_relu(exporter_of(np.zeros(1000, np.float32)))  # a ResultBuffer
     address = consume(result, max_version=(1, 0)).data
     assert torch.from_dlpack(result).data_ptr() == address
+
+
+# ---------------------------------------------------------------- PyTorch's semantics
+#
+# What a torch tensor carries beyond its memory, with torch itself as the oracle:
+# its version counter, the negative and conjugate bits, zero tensors, inference
+# tensors, leaves that require grad.  DLPack says none of it, so leaky must.
+
+
+def bumps(write: Callable[[Any], Any], out: Any) -> int:
+    """How far write(out) moves out's version counter."""
+    before = out._version
+    write(out)
+    return int(out._version - before)
+
+
+def test_out_bumps_the_version_counter_as_torch_out_does() -> None:
+    x = values(torch.float32, 64)
+    g = values(torch.float32, 64).flip(0)
+    leaky_writes: list[Callable[[Any], Any]] = [
+        lambda o: leaky_relu(x, 0.2, out=o),
+        lambda o: leaky_relu_grad(x, 0.2, out=o),
+        lambda o: leaky_relu_backward(g, x, 0.2, out=o),
+    ]
+    for write in leaky_writes:
+        expected = bumps(lambda o: torch._C._nn.leaky_relu(x, 0.2, out=o), torch.empty(64))
+        assert expected >= 1
+        assert bumps(write, torch.empty(64)) == expected
+    # in place, and through a view: the counter is shared with the base, as torch's is
+    y = x.clone()
+    assert bumps(lambda o: leaky_relu(o, 0.2, out=o), y) == 1
+    m = torch.zeros(8, 8)
+    before = m._version
+    leaky_relu(x.reshape(8, 8), 0.2, out=m.t())
+    twin = torch.zeros(8, 8)
+    torch._C._nn.leaky_relu(x.reshape(8, 8), 0.2, out=twin.t())
+    assert m._version - before == twin._version
+    assert_same(m, twin)
+    # an error before the write moves nothing
+    out = torch.empty(3)
+    before = out._version
+    with pytest.raises(ValueError, match="has shape"):
+        leaky_relu(x, out=out)
+    assert out._version == before
+
+
+def test_autograd_sees_a_write_into_a_saved_tensor() -> None:
+    """The issue's reproducer: torch's own in-place op and leaky's out= both make
+    backward() refuse, instead of a gradient computed from the overwritten w."""
+    message = "modified by an inplace operation"
+    w = torch.tensor([-1.0, 2.0, -3.0], requires_grad=True)
+    y = (w * w).sum()
+    F.leaky_relu_(w.detach(), 0.5)
+    with pytest.raises(RuntimeError, match=message):
+        y.backward()
+    w = torch.tensor([-1.0, 2.0, -3.0], requires_grad=True)
+    y = (w * w).sum()
+    leaky_relu(w.detach(), 0.5, out=w.detach())
+    with pytest.raises(RuntimeError, match=message):
+        y.backward()
+    assert w.grad is None
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_negative_bit_inputs_are_resolved(dtype: Any) -> None:
+    x = values(dtype, 257)
+    n = torch._neg_view(x)
+    g = torch._neg_view(values(dtype, 257).flip(0))
+    assert n.is_neg() and g.is_neg()
+    assert_same(leaky_relu(n, 0.2), F.leaky_relu(n, 0.2))
+    assert_same(
+        leaky_relu_grad(n, 0.2), aten.leaky_relu_backward(torch.ones_like(n), n, 0.2, False)
+    )
+    assert_same(leaky_relu_backward(g, n, 0.2), aten.leaky_relu_backward(g, n, 0.2, False))
+    assert_same(leaky_relu_backward(g, x, 0.2), aten.leaky_relu_backward(g, x, 0.2, False))
+    assert n.is_neg() and torch.equal(bits(torch._neg_view(n)), bits(x))  # untouched
+    # as out= of a normal tensor, and in place from a view of a neg view
+    out = torch.empty_like(x)
+    leaky_relu(n[::2], 0.2, out=out[::2])
+    assert_same(out[::2], F.leaky_relu(n[::2], 0.2))
+
+
+def test_negative_bit_out_is_refused() -> None:
+    """Written through DLPack, a neg view would store the negated results; torch's own
+    out= writes the true values.  leaky refuses and writes nothing."""
+    x = torch.tensor([-2.0, 1.0, -4.0])
+    memory = torch.tensor([7.0, 7.0, 7.0])
+    n = torch._neg_view(memory)
+    twin = torch._neg_view(memory.clone())
+    torch._C._nn.leaky_relu(x, 0.1, out=twin)
+    assert_same(twin.resolve_neg(), F.leaky_relu(x, 0.1))  # what torch makes of it
+    before = n._version
+    with pytest.raises(
+        TypeError,
+        match=r"argument 'out' has torch's negative bit set .*"
+        r"`t\.resolve_neg\(\)`",
+    ):
+        leaky_relu(x, 0.1, out=n)
+    assert memory.tolist() == [7.0, 7.0, 7.0] and n._version == before
+    with pytest.raises(TypeError, match="negative bit"):
+        leaky_relu_backward(x, x, out=n)
+    assert memory.tolist() == [7.0, 7.0, 7.0]
+
+
+def test_conjugate_bit_is_refused_as_torch_refuses_complex() -> None:
+    c = torch.tensor([1 - 2j, -3 + 1j], dtype=torch.complex64).conj()
+    assert c.is_conj()
+    with pytest.raises(NotImplementedError):
+        F.leaky_relu(c, 0.1)  # torch computes no complex leaky_relu either
+    with pytest.raises(
+        TypeError,
+        match=r"argument 'z' is a complex tensor with torch's "
+        r"conjugate bit set; leaky cannot compute complex",
+    ) as info:
+        leaky_relu(c, 0.1)
+    assert isinstance(info.value.__cause__, BufferError)
+    out = torch.zeros(2, dtype=torch.complex64).conj()
+    with pytest.raises(TypeError, match=r"argument 'out' is a complex tensor with torch's"):
+        leaky_relu(torch.zeros(2), out=out)
+
+
+def test_zero_tensors() -> None:
+    """torch._efficientzerotensor exports a NULL data pointer: as an input it is
+    materialized (F.leaky_relu's values); as out= it is refused, as torch refuses
+    any in-place write into one."""
+    z = torch._efficientzerotensor(5)
+    x = torch.tensor([-1.0, 2.0, -3.0, 0.5, -0.0])
+    assert_same(leaky_relu(z, 0.2), F.leaky_relu(z, 0.2))
+    assert_same(leaky_relu_grad(z, 0.2), aten.leaky_relu_backward(torch.ones(5), z, 0.2, False))
+    assert_same(leaky_relu_backward(z, x, 0.2), aten.leaky_relu_backward(z, x, 0.2, False))
+    with pytest.raises(RuntimeError, match="ZeroTensors are immutable"):
+        F.leaky_relu_(torch._efficientzerotensor(5), 0.2)
+    with pytest.raises(ValueError, match=r"argument 'out' is a zero tensor .*`t\.clone\(\)`"):
+        leaky_relu(x, 0.2, out=torch._efficientzerotensor(5))
+
+
+def test_inference_tensors_follow_torchs_in_place_rule() -> None:
+    x = torch.tensor([-1.0, 2.0, -3.0])
+    with torch.inference_mode():
+        it = torch.tensor([7.0, 7.0, 7.0])
+    assert it.is_inference()
+    # as an input, anywhere
+    assert_same(leaky_relu(it * -1, 0.5), F.leaky_relu(it * -1, 0.5))
+    # as out= outside inference mode: refused, as torch refuses its in-place ops
+    with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside"):
+        F.leaky_relu_(it, 0.5)
+    with pytest.raises(
+        ValueError,
+        match=r"argument 'out' is an inference tensor, .*"
+        r"outside torch\.inference_mode\(\)",
+    ):
+        leaky_relu(x, 0.5, out=it)
+    assert it.tolist() == [7.0, 7.0, 7.0]
+    # inside inference mode: written, as torch writes it (it has no version counter)
+    with torch.inference_mode():
+        twin = it.clone()
+        torch._C._nn.leaky_relu(x, 0.5, out=twin)
+        assert leaky_relu(x, 0.5, out=it) is it
+    assert_same(it, twin)
+    # a normal tensor written inside inference mode still has its counter bumped
+    plain, plain_twin = torch.empty(3), torch.empty(3)
+    with torch.inference_mode():
+        expected = bumps(lambda o: torch._C._nn.leaky_relu(x, 0.5, out=o), plain_twin)
+        assert bumps(lambda o: leaky_relu(x, 0.5, out=o), plain) == expected == 1
+
+
+def test_out_a_leaf_that_requires_grad() -> None:
+    """torch refuses in-place ops on a leaf that requires grad; so does leaky.  Its
+    detached view is written, and the leaf's version counter says so, as torch's
+    in-place op on the detached view does."""
+    x = torch.tensor([-1.0, 2.0, -3.0])
+    w = torch.tensor([5.0, 5.0, 5.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="a leaf Variable that requires grad"):
+        F.leaky_relu_(w, 0.5)
+    with pytest.raises(RuntimeError, match="don't support automatic differentiation"):
+        torch._C._nn.leaky_relu(x, 0.5, out=w)
+    with pytest.raises(
+        TypeError,
+        match=r"argument 'out' is a tensor that requires grad.*"
+        r"`t\.detach\(\)`, whose version counter autograd checks",
+    ):
+        leaky_relu(x, 0.5, out=w)
+    assert w.tolist() == [5.0, 5.0, 5.0] and w._version == 0
+    twin = torch.tensor([5.0, 5.0, 5.0], requires_grad=True)
+    torch._C._nn.leaky_relu(x, 0.5, out=twin.detach())
+    leaky_relu(x, 0.5, out=w.detach())
+    assert_same(w.detach(), twin.detach())
+    assert w._version == twin._version == 1
+
+
+def test_flag_checks_keep_refcounts() -> None:
+    n = torch._neg_view(torch.linspace(-1, 1, 10))
+    z = torch._efficientzerotensor(10)
+    out = torch.empty(10)
+    with torch.inference_mode():
+        it = torch.empty(10)
+    check_stable(lambda: leaky_relu(n, 0.5), [n])
+    check_stable(lambda: leaky_relu(z, 0.5), [z])
+    check_stable(lambda: leaky_relu(n, 0.5, out=out), [n, out])
+    check_stable(lambda: leaky_relu(out, 0.5, out=n), [n, out], TypeError)
+    check_stable(lambda: leaky_relu(out, 0.5, out=z), [z, out], ValueError)
+    check_stable(lambda: leaky_relu(out, 0.5, out=it), [it, out], ValueError)
+
+
+def old_torch_dlpack(self: Any, **kwargs: Any) -> Any:
+    """The __dlpack__ of a torch that knew no max_version: always unversioned."""
+    if kwargs:
+        raise TypeError(f"__dlpack__() got an unexpected keyword argument {next(iter(kwargs))!r}")
+    return torch.utils.dlpack.to_dlpack(self.as_subclass(torch.Tensor))
+
+
+def test_unversioned_torch_out_is_written() -> None:
+    """A pre-1.0 capsule cannot say read-only or copied, so out= refuses it (see the
+    producer zoo), except from torch, whose unversioned export always shares."""
+    x = torch.tensor([-1.0, 2.0, -3.0])
+    old_torch_tensor = type("OldTorchTensor", (torch.Tensor,), {"__dlpack__": old_torch_dlpack})
+    out = torch.zeros(3).as_subclass(old_torch_tensor)
+    assert out.__dlpack__().__class__.__name__ == "PyCapsule"
+    twin = torch.zeros(3)
+    torch._C._nn.leaky_relu(x, 0.5, out=twin)
+    before = out._version
+    assert leaky_relu(x, 0.5, out=out) is out
+    assert_same(out.as_subclass(torch.Tensor), twin)
+    assert out._version == before + 1
