@@ -144,7 +144,7 @@ static void
 span_of(const char *p, npy_intp step, npy_intp n, npy_intp itemsize, uintptr_t *lo, uintptr_t *hi)
 {
     const uintptr_t first = (uintptr_t)p;
-    const uintptr_t last = first + (uintptr_t)(step * (n - 1));  /* unsigned: wraps, never UB */
+    const uintptr_t last = first + (uintptr_t)step * (uintptr_t)(n - 1);  /* unsigned: wraps, never UB */
     *lo = step < 0 ? last : first;
     *hi = (step < 0 ? first : last) + (uintptr_t)itemsize;
 }
@@ -166,10 +166,13 @@ span_of(const char *p, npy_intp step, npy_intp n, npy_intp itemsize, uintptr_t *
 static int
 operands_independent(const LoopSpec *spec, char *const *args, const npy_intp *steps, npy_intp n)
 {
+    const int nin = spec->op == UF_BACKWARD ? 3 : 2;
     if (n == 1) {
         return 1;
     }
-    const int nin = spec->op == UF_BACKWARD ? 3 : 2;
+    if (steps[nin] == 0) {
+        return 0;
+    }
     npy_intp size[4];
     size[0] = itemsize_of_kind(spec->kind);
     if (spec->op == UF_BACKWARD) {
@@ -177,9 +180,6 @@ operands_independent(const LoopSpec *spec, char *const *args, const npy_intp *st
     }
     size[nin - 1] = spec->slope_is_f32 ? 4 : 8;
     size[nin] = itemsize_of_kind(result_kind_of(spec->kind));
-    if (steps[nin] == 0) {
-        return 0;
-    }
     uintptr_t out_lo, out_hi;
     span_of(args[nin], steps[nin], n, size[nin], &out_lo, &out_hi);
     for (int i = 0; i < nin; i++) {
