@@ -222,12 +222,13 @@ def test_call(name: str, dtype: str, layout: str) -> None:
     nin = 3 if name == NAMES[2] else 2
     size = 2 * ROWS * COLS
     data = [runs_of(dtype, size, seed) for seed in range(nin - 1)]
-    slopes = slopes_of(kind, ROWS * COLS, seed=7)
-    for alpha in [0.3, slopes[:COLS], slopes[:ROWS].reshape(ROWS, 1)]:
+    if CALL_LAYOUTS[layout] in (_out_is_an_input, _out_overlaps_shifted, _where):
         # out's dtype is the loop's: where out is an input, the input is too
+        data = [d.astype(kind) for d in data]
+    slopes = slopes_of(kind, ROWS * COLS, seed=7)
+    # a scalar slope, one per column (it moves along the inner axis), one per row
+    for alpha in [0.3, slopes[:COLS], slopes[:ROWS].reshape(ROWS, 1)]:
         spare = np.zeros(ROWS * COLS + 3, kind)
-        if CALL_LAYOUTS[layout] in (_out_is_an_input, _out_overlaps_shifted, _where):
-            data = [d.astype(kind) for d in data]
         got = CALL_LAYOUTS[layout](getattr(lu, name), data, alpha, spare)
         want = CALL_LAYOUTS[layout](
             oracle_ufunc(name, kind),
