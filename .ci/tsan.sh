@@ -4,7 +4,7 @@
 # and on any ThreadSanitizer report, including reports from the
 # subprocesses the tests start (they inherit the environment).
 #
-#   bash .ci/tsan.sh                      # test_threads.py and test_processes.py, stress 20 s
+#   bash .ci/tsan.sh                      # the thread, process and ufunc-method tests, stress 20 s
 #   LEAKY_POOL_STRESS_SECONDS=120 bash .ci/tsan.sh -k stress
 #
 # The interpreter itself is not instrumented, so the runtime is preloaded.
@@ -55,7 +55,10 @@ print("tsan: build", ext.__file__, "kernels", ext._kernels)
 PY
 
 status=0
-python -m pytest -q -p no:cacheprovider tests/test_threads.py tests/test_processes.py "$@" ||
+# test_ufunc_methods.py: leaky.ufunc's loops on the pool, forced on for every
+# run, reduce and accumulate (whose operands alias) included
+python -m pytest -q -p no:cacheprovider tests/test_threads.py tests/test_processes.py \
+    tests/test_ufunc_methods.py "$@" ||
     status=$?
 if compgen -G "$reports/*" > /dev/null; then
     echo "tsan: ThreadSanitizer reports:" >&2

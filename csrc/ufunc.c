@@ -27,7 +27,8 @@
  * An inner loop whose slope does not move (stride 0: a scalar alpha, or a
  * per-channel alpha broadcast along the inner axis) runs the kernel table's
  * loop once over the run, SIMD and thread pool included; a slope that moves
- * with the elements runs the same loop one element at a time.
+ * runs it once per run of equal slopes.  Operands that alias (reduce,
+ * accumulate: operands_independent) run one element after the other.
  *
  * Floating-point exception flags: leaky's functions never warn, so the
  * loops leave the flags as they found them (a slope of 2 on -1e308 gives
@@ -119,6 +120,120 @@ equal_run64(const char *p, npy_intp step, npy_intp n)
     return run;
 }
 
+/* Bytes one element of a kind takes in memory: the operands' item sizes. */
+static npy_intp
+itemsize_of_kind(ElemKind kind)
+{
+    switch (kind) {
+    case KIND_BOOL:
+    case KIND_I8:
+    case KIND_U8: return 1;
+    case KIND_F16:
+    case KIND_BF16:
+    case KIND_I16:
+    case KIND_U16: return 2;
+    case KIND_F32:
+    case KIND_I32:
+    case KIND_U32: return 4;
+    default: return 8;
+    }
+}
+
+/* The byte range [*lo, *hi) that n elements from p, step apart, span. */
+static void
+span_of(const char *p, npy_intp step, npy_intp n, npy_intp itemsize, uintptr_t *lo, uintptr_t *hi)
+{
+    const uintptr_t first = (uintptr_t)p;
+    const uintptr_t last = first + (uintptr_t)step * (uintptr_t)(n - 1);  /* unsigned: wraps, never UB */
+    *lo = step < 0 ? last : first;
+    *hi = (step < 0 ? first : last) + (uintptr_t)itemsize;
+}
+
+/*
+ * Whether the inner loop may treat its operands as independent: vectorize
+ * (kernels load whole vectors before they store) and split across the pool
+ * (parts run in any order).  NumPy's inner-loop contract lets operands
+ * alias: a reduction's output has step 0 and is its first input too (out =
+ * f(out, x[i]), element after element), and accumulate's first input is the
+ * output one element back.  Such a loop is a recurrence: each element needs
+ * the one written just before it.  So, as NumPy's own loops check before
+ * they vectorize, every input (the slope included) must share no byte with
+ * the output, or be the output itself element for element (same address,
+ * step and size: each element is read before its own write and no other);
+ * and the output must not write one element twice.  n == 1 reads everything
+ * before it writes.
+ */
+static int
+operands_independent(const LoopSpec *spec, char *const *args, const npy_intp *steps, npy_intp n)
+{
+    const int nin = spec->op == UF_BACKWARD ? 3 : 2;
+    if (n == 1) {
+        return 1;
+    }
+    if (steps[nin] == 0) {
+        return 0;
+    }
+    npy_intp size[4];
+    size[0] = itemsize_of_kind(spec->kind);
+    if (spec->op == UF_BACKWARD) {
+        size[1] = itemsize_of_kind(spec->z_kind);
+    }
+    size[nin - 1] = spec->slope_is_f32 ? 4 : 8;
+    size[nin] = itemsize_of_kind(result_kind_of(spec->kind));
+    uintptr_t out_lo, out_hi;
+    span_of(args[nin], steps[nin], n, size[nin], &out_lo, &out_hi);
+    for (int i = 0; i < nin; i++) {
+        uintptr_t lo, hi;
+        span_of(args[i], steps[i], n, size[i], &lo, &hi);
+        if (lo >= out_hi || out_lo >= hi) {
+            continue;
+        }
+        if (args[i] != args[nin] || steps[i] != steps[nin] || size[i] != size[nin]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The context for the slope at p, for spec's loop. */
+static inline LoopContext
+context_of(const LoopSpec *spec, const char *slope)
+{
+    LoopContext ctx = context_at(slope, spec->slope_is_f32);
+    ctx.grad_kind = spec->kind;
+    ctx.z_kind = spec->op == UF_BACKWARD ? spec->z_kind : spec->kind;
+    return ctx;
+}
+
+/*
+ * Operands that may alias: NumPy's element loop, one element after the
+ * other in order, each read (its slope included) just before its own
+ * write, so that every element sees what the elements before it wrote.
+ * The kernel runs on one element at a time, so the bits are those of the
+ * fast path; the context is rebuilt only when the slope's bits change.
+ */
+static void
+run_in_order(const LoopSpec *spec, InnerLoop loop, int nops, char **ptrs,
+             const Py_ssize_t *loop_steps, const char *slope_at, npy_intp slope_step, npy_intp n)
+{
+    const size_t slope_size = spec->slope_is_f32 ? 4 : 8;
+    unsigned char bits[8], seen[8];
+    memcpy(seen, slope_at, slope_size);
+    LoopContext ctx = context_of(spec, (const char *)seen);
+    for (npy_intp i = 0; i < n; i++) {
+        memcpy(bits, slope_at, slope_size);
+        if (memcmp(bits, seen, slope_size) != 0) {
+            memcpy(seen, bits, slope_size);
+            ctx = context_of(spec, (const char *)seen);
+        }
+        loop(ptrs, loop_steps, 1, &ctx);
+        for (int k = 0; k < nops; k++) {
+            ptrs[k] += loop_steps[k];
+        }
+        slope_at += slope_step;
+    }
+}
+
 /*
  * The one inner loop of every type loop: args are the inputs (z, slope; or
  * grad_output, z, slope) and the output, NumPy's order.  leaky's loops take
@@ -146,10 +261,11 @@ leaky_inner_loop(char **args, const npy_intp *dimensions, const npy_intp *steps,
     /* two reads of the status words; restoring the whole FP environment
        (fesetexceptflag) cost more than a small array's whole loop */
     const int raised_before = fetestexcept(FE_ALL_EXCEPT);
-    if (steps[slope] == 0) {
-        LoopContext ctx = context_at(args[slope], spec->slope_is_f32);
-        ctx.grad_kind = spec->kind;
-        ctx.z_kind = spec->op == UF_BACKWARD ? spec->z_kind : spec->kind;
+    if (!operands_independent(spec, args, steps, n)) {
+        run_in_order(spec, loop, nops, ptrs, loop_steps, args[slope], steps[slope], n);
+    }
+    else if (steps[slope] == 0) {
+        LoopContext ctx = context_of(spec, args[slope]);
         api->run_1d(api->state, loop, nops, ptrs, loop_steps, n, &ctx);
     }
     else {
@@ -165,9 +281,7 @@ leaky_inner_loop(char **args, const npy_intp *dimensions, const npy_intp *steps,
         while (done < n) {
             npy_intp run = spec->slope_is_f32 ? equal_run32(slope_at, slope_step, n - done)
                                               : equal_run64(slope_at, slope_step, n - done);
-            LoopContext ctx = context_at(slope_at, spec->slope_is_f32);
-            ctx.grad_kind = spec->kind;
-            ctx.z_kind = spec->op == UF_BACKWARD ? spec->z_kind : spec->kind;
+            LoopContext ctx = context_of(spec, slope_at);
             api->run_1d(api->state, loop, nops, ptrs, loop_steps, run, &ctx);
             for (int k = 0; k < nops; k++) {
                 ptrs[k] += run * loop_steps[k];
