@@ -106,7 +106,8 @@ def test_backward_every_layout(dtype: str) -> None:
         g = sample(dtype, x.shape, seed=5)[..., ::-1] if x.ndim else sample(dtype, (), seed=5)
         result = leaky_relu_backward(g, x, 0.2)
         assert isinstance(result, np.ndarray) and result.shape == x.shape
-        assert_same_layout(result, np.add(g, x))
+        with np.errstate(over="ignore"):  # NumPy's layout is the oracle, not its sums
+            assert_same_layout(result, np.add(g, x))
         assert_matches(result, expected_backward(g, x, 0.2), dtype, 0.2)
 
 
