@@ -50,6 +50,8 @@ def layouts(dtype: str) -> dict[str, Any]:
         "broadcast": np.broadcast_to(row, (4, 5, 6)),
         "broadcast-transposed": np.broadcast_to(base[0].T[None], (3, 6, 5)),
         "sliding-window": as_strided(row, (3, 4), (row.itemsize, row.itemsize)),
+        # overlaps itself, yet its strides order its axes: NumPy gives F order
+        "overlapping-ordered": as_strided(row, (3, 2), (row.itemsize, 2 * row.itemsize)),
         "0-d": np.array(base[1, 2, 3]),
         "empty": base[:, :0],
         "empty-transposed": base[:, :0].T,
