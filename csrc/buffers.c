@@ -134,12 +134,15 @@ check_result_size(const char *fname, ElemKind result_kind, const Operand *like)
 /*
  * Fills made with what to write: the caller's out=, or a new result in the
  * container of the source's own kind (an ndarray for an ndarray, an
- * array.array for an array.array, a tensor for a tensor, ...).
+ * array.array for an array.array, a tensor for a tensor, ...), in the
+ * inputs' memory order where that kind keeps it.  The source is inputs[0].
  */
 static int
-prepare_output(LeakyState *st, const char *fname, PyObject *source, const Operand *source_op,
-               PyObject *out_obj, ElemKind result_kind, NewResult *made)
+prepare_output(LeakyState *st, const char *fname, PyObject *source,
+               const Operand *const *inputs, int ninputs, PyObject *out_obj,
+               ElemKind result_kind, NewResult *made)
 {
+    const Operand *source_op = inputs[0];
     if (out_obj != NULL) {
         if (acquire_out(st, &made->operand, out_obj, fname, result_kind, source_op) < 0) {
             return -1;
@@ -150,7 +153,7 @@ prepare_output(LeakyState *st, const char *fname, PyObject *source, const Operan
     if (check_result_size(fname, result_kind, source_op) < 0) {
         return -1;
     }
-    return source_op->owner->new_result(st, source, result_kind, source_op, made);
+    return source_op->owner->new_result(st, source, result_kind, inputs, ninputs, made);
 }
 
 static PyObject *
@@ -232,8 +235,9 @@ unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z, PyObjec
     Operand in = {.owner = NULL};
     NewResult made = {.target = NULL};
     PyObject *result = NULL;
+    const Operand *inputs[1] = {&in};
     if (acquire_input(st, &in, z, fname, "z") < 0 ||
-        prepare_output(st, fname, z, &in, out_obj, result_kind_of(in.kind), &made) < 0) {
+        prepare_output(st, fname, z, inputs, 1, out_obj, result_kind_of(in.kind), &made) < 0) {
         goto done;
     }
     LoopContext ctx = loop_context_for(alpha);
@@ -277,7 +281,9 @@ backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj, PyObject *o
         Py_XDECREF(zshape);
         goto done;
     }
-    if (prepare_output(st, fname, grad_obj, &grad, out_obj, result_kind_of(grad.kind), &made) < 0) {
+    const Operand *inputs[2] = {&grad, &z};
+    if (prepare_output(st, fname, grad_obj, inputs, 2, out_obj, result_kind_of(grad.kind),
+                       &made) < 0) {
         goto done;
     }
     LoopContext ctx = loop_context_for(alpha);

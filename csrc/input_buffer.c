@@ -254,11 +254,13 @@ shape_as_tuple(int ndim, const Py_ssize_t *shape)
  * (in Python, so that importing leaky never imports NumPy): an array.array,
  * a NumPy array or scalar, or a ResultBuffer for a library's from_dlpack.
  * Where it picks nothing, a ResultBuffer finished by default_finish (NULL:
- * returned as it is).
+ * returned as it is).  A ResultBuffer gets `strides` (NULL: C order); a
+ * container _containers makes is C-ordered.
  */
 int
 result_from_containers(LeakyState *st, PyObject *source, ElemKind result_kind,
-                       const Operand *like, NewResult *made, PyObject *default_finish)
+                       const Operand *like, const Py_ssize_t *strides, NewResult *made,
+                       PyObject *default_finish)
 {
     PyObject *shape = shape_as_tuple(like->view.ndim, like->shape);
     if (shape == NULL) {
@@ -281,7 +283,7 @@ result_from_containers(LeakyState *st, PyObject *source, ElemKind result_kind,
     }
     if (picked == Py_None) {
         Py_DECREF(picked);
-        return new_result_buffer(st, result_kind, like, made, default_finish);
+        return new_result_buffer(st, result_kind, like, strides, made, default_finish);
     }
     if (!PyTuple_Check(picked) || PyTuple_GET_SIZE(picked) != 2) {
         PyErr_SetString(PyExc_SystemError,
@@ -293,7 +295,7 @@ result_from_containers(LeakyState *st, PyObject *source, ElemKind result_kind,
     PyObject *finish = PyTuple_GET_ITEM(picked, 1);
     finish = finish == Py_None ? NULL : finish;
     if (target == Py_None) {  /* (None, finish): a ResultBuffer, then finish */
-        int status = new_result_buffer(st, result_kind, like, made, finish);
+        int status = new_result_buffer(st, result_kind, like, strides, made, finish);
         Py_DECREF(picked);
         return status;
     }
@@ -309,17 +311,21 @@ result_from_containers(LeakyState *st, PyObject *source, ElemKind result_kind,
     return operand_normalize(op, "leaky");
 }
 
+/* C order: a memoryview, array.array or ResultBuffer input has no layout
+   worth keeping, and memoryview.cast and tolist want C order. */
 static int
-buffer_new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
-                  NewResult *made)
+buffer_new_result(LeakyState *st, PyObject *source, ElemKind result_kind,
+                  const Operand *const *inputs, int ninputs, NewResult *made)
 {
+    const Operand *like = inputs[0];
+    (void)ninputs;
     PyObject *as_memoryview = (PyObject *)&PyMemoryView_Type;
     PyTypeObject *type = Py_TYPE(source);
     if (type == &PyMemoryView_Type || type == &PyBytes_Type || type == &PyByteArray_Type) {
         /* nothing _containers would pick: skip the Python call */
-        return new_result_buffer(st, result_kind, like, made, as_memoryview);
+        return new_result_buffer(st, result_kind, like, NULL, made, as_memoryview);
     }
-    return result_from_containers(st, source, result_kind, like, made, as_memoryview);
+    return result_from_containers(st, source, result_kind, like, NULL, made, as_memoryview);
 }
 
 const InputKind buffer_input = {

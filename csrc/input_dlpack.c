@@ -707,10 +707,14 @@ dlpack_written(LeakyState *st, PyObject *out_obj)
 
 /* A ResultBuffer, for the tensor's own library's from_dlpack, or returned as it is. */
 static int
-dlpack_new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
-                  NewResult *made)
+dlpack_new_result(LeakyState *st, PyObject *source, ElemKind result_kind,
+                  const Operand *const *inputs, int ninputs, NewResult *made)
 {
-    return result_from_containers(st, source, result_kind, like, made, NULL);
+    /* a tensor's result keeps its strides, as torch's own functions do */
+    Py_ssize_t strides[PyBUF_MAX_NDIM];
+    const int keep = result_k_strides(inputs, ninputs, itemsize_of_result(result_kind), strides);
+    return result_from_containers(st, source, result_kind, inputs[0], keep ? strides : NULL,
+                                  made, NULL);
 }
 
 const InputKind dlpack_input = {

@@ -245,13 +245,22 @@ ndarray_acquire(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *r
     return 1;
 }
 
-/* A new C-contiguous ndarray result shaped like `like`. */
+/*
+ * A new ndarray result shaped like the inputs, in their memory order as
+ * NumPy's ufuncs lay out theirs (order='K'): np.multiply(x.T, a) is
+ * F-ordered, and so is leaky_relu(x.T), whose loop then runs contiguous.
+ */
 static int
-ndarray_new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
-                   NewResult *made)
+ndarray_new_result(LeakyState *st, PyObject *source, ElemKind result_kind,
+                   const Operand *const *inputs, int ninputs, NewResult *made)
 {
+    const Operand *like = inputs[0];
+    const Py_ssize_t itemsize = itemsize_of_result(result_kind);
+    Py_ssize_t k_strides[PyBUF_MAX_NDIM];
+    const int keep = result_k_strides(inputs, ninputs, itemsize, k_strides);
     PyObject *array = st->numpy_new_array(st->ndarray_type, like->view.ndim, like->shape,
-                                          typenum_of_result(result_kind), NULL, NULL, 0, 0, NULL);
+                                          typenum_of_result(result_kind),
+                                          keep ? k_strides : NULL, NULL, 0, 0, NULL);
     if (array == NULL) {
         return -1;
     }
@@ -261,16 +270,16 @@ ndarray_new_result(LeakyState *st, PyObject *source, ElemKind result_kind, const
     Py_buffer *v = &out_op->view;
     memset(v, 0, sizeof *v);
     v->buf = ndarray_data(array);
-    v->itemsize = itemsize_of_result(result_kind);
+    v->itemsize = itemsize;
     v->ndim = like->view.ndim;
     v->readonly = 0;
-    Py_ssize_t stride = v->itemsize;
+    Py_ssize_t stride = itemsize;
     for (int d = like->view.ndim - 1; d >= 0; d--) {
         out_op->shape[d] = like->shape[d];
-        out_op->strides[d] = stride;
+        out_op->strides[d] = keep ? k_strides[d] : stride;
         stride = outer_stride(stride, like->shape[d]);
     }
-    v->len = stride;
+    v->len = stride;  /* the byte count, whatever the order */
     out_op->kind = result_kind;
     out_op->owner = NULL;  /* nothing to release: made->target owns the new array */
     return 0;

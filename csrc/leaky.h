@@ -728,6 +728,8 @@ void plan_run(const LoopPlan *plan, int nops, char *const *base, InnerLoop loop,
 int operand_check_size(const Operand *op, const char *fname, const char *argname);
 int operands_overlap(const Operand *a, const Operand *b);
 int operand_overlaps_itself(const Operand *op);
+int result_k_strides(const Operand *const *inputs, int ninputs, Py_ssize_t itemsize,
+                     Py_ssize_t *strides);
 int detach_from_output(Operand *input, const Operand *output, int output_overlaps_itself);
 void operand_drop_detached(Operand *op);
 
@@ -986,8 +988,10 @@ typedef struct {
  *   leaky may write; an `out=` whose element format leaky cannot compute is
  *   acquired with op->kind = KIND_COUNT, for buffers.c's message.
  * release: gives back what acquire took; called once, with op->owner set.
- * new_result: a fresh result shaped like `like` for an input of this kind;
- *   0 with *made filled, or -1 with an exception.
+ * new_result: a fresh result for inputs of which inputs[0] is of this kind,
+ *   shaped like inputs[0] (all ninputs share its shape), laid out in their
+ *   memory order where the kind keeps it (result_k_strides, driver.c); 0
+ *   with *made filled, or -1 with an exception.
  * written: NULL, or told after leaky wrote into obj as out= (a torch
  *   tensor's version counter); 0, or -1 with an exception.
  */
@@ -995,8 +999,8 @@ struct InputKind {
     const char *name;
     int (*acquire)(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role);
     void (*release)(Operand *op);
-    int (*new_result)(LeakyState *st, PyObject *source, ElemKind result_kind, const Operand *like,
-                      NewResult *made);
+    int (*new_result)(LeakyState *st, PyObject *source, ElemKind result_kind,
+                      const Operand *const *inputs, int ninputs, NewResult *made);
     int (*written)(LeakyState *st, PyObject *obj);
 };
 
@@ -1008,7 +1012,8 @@ extern const InputKind dlpack_input;   /* input_dlpack.c: DLPack tensors */
 int buffer_view_acquire(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role);
 void buffer_view_release(Operand *op);
 int result_from_containers(LeakyState *st, PyObject *source, ElemKind result_kind,
-                           const Operand *like, NewResult *made, PyObject *default_finish);
+                           const Operand *like, const Py_ssize_t *strides, NewResult *made,
+                           PyObject *default_finish);
 PyObject *shape_as_tuple(int ndim, const Py_ssize_t *shape);
 
 PyObject *take_exception(void);
@@ -1016,9 +1021,10 @@ void put_back_exception(PyObject *exc);
 
 /* result_buffer.c: ResultBuffer, leaky's own result memory */
 extern PyType_Spec result_buffer_spec;
-PyObject *result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape);
+PyObject *result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape,
+                            const Py_ssize_t *strides);
 int new_result_buffer(LeakyState *st, ElemKind result_kind, const Operand *like,
-                      NewResult *made, PyObject *finish);
+                      const Py_ssize_t *strides, NewResult *made, PyObject *finish);
 
 /* input_dlpack.c: tensors in, results out as capsules (dlpack.h) */
 int dlpack_init_state(LeakyState *st);

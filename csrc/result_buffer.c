@@ -6,8 +6,10 @@
 #include "dlpack.h"
 
 /*
- * A C-contiguous block with a format and a shape, exported through the
- * buffer protocol and DLPack.  memoryview.cast cannot make 0-d views, views
+ * A dense block with a format, a shape and strides, exported through the
+ * buffer protocol and DLPack: C-ordered, or for a tensor's result in the
+ * tensor's own order (result_k_strides), which is some permutation of the
+ * axes with positive strides, so the block is still exactly nbytes long.  memoryview.cast cannot make 0-d views, views
  * with a zero in the shape, or float16 views, so results for exporters
  * other than NumPy and array.array are memoryviews of one of these; results
  * for tensors are the caller's library's from_dlpack of one.  bfloat16 has
@@ -18,6 +20,7 @@ typedef struct {
     char *data;
     Py_ssize_t nbytes;
     ElemKind kind;
+    char c_contiguous, f_contiguous;  /* as NumPy's flags say: unit sides aside */
     Py_ssize_t dims[1];      /* 2 * ndim entries: shape, then strides */
 } ResultBuffer;
 
@@ -75,8 +78,30 @@ shared_data_release(char *data)
     }
 }
 
+/* Whether a block laid out as dims says is contiguous in C (fortran 0) or F order. */
+static int
+dims_contiguous(int ndim, const Py_ssize_t *dims, Py_ssize_t itemsize, int fortran)
+{
+    Py_ssize_t expected = itemsize;
+    for (int k = 0; k < ndim; k++) {
+        const int d = fortran ? k : ndim - 1 - k;
+        if (dims[d] == 0) {
+            return 1;
+        }
+        if (dims[d] != 1) {
+            if (dims[ndim + d] != expected) {
+                return 0;
+            }
+            expected *= dims[d];
+        }
+    }
+    return 1;
+}
+
+/* strides: NULL for C order, else a dense order from result_k_strides. */
 PyObject *
-result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape)
+result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t *shape,
+                  const Py_ssize_t *strides)
 {
     ResultBuffer *self = (ResultBuffer *)type->tp_alloc(type, 2 * (Py_ssize_t)ndim);
     if (self == NULL) {
@@ -92,10 +117,12 @@ result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const Py_ssize_t 
     }
     for (int d = ndim - 1; d >= 0; d--) {
         self->dims[d] = shape[d];
-        self->dims[ndim + d] = stride;
+        self->dims[ndim + d] = strides != NULL ? strides[d] : stride;
         stride = outer_stride(stride, shape[d]);
     }
     self->nbytes = nbytes;
+    self->c_contiguous = (char)dims_contiguous(ndim, self->dims, itemsize_of_result(kind), 0);
+    self->f_contiguous = (char)dims_contiguous(ndim, self->dims, itemsize_of_result(kind), 1);
     /* not zero-filled: every byte is written before anyone can see it */
     self->data = shared_data_new(nbytes);
     if (self->data == NULL) {
@@ -133,11 +160,11 @@ result_buffer_operand(PyObject *result, Operand *op)
  * made->finish is `finish` (NULL: the ResultBuffer itself is returned).
  */
 int
-new_result_buffer(LeakyState *st, ElemKind result_kind, const Operand *like, NewResult *made,
-                  PyObject *finish)
+new_result_buffer(LeakyState *st, ElemKind result_kind, const Operand *like,
+                  const Py_ssize_t *strides, NewResult *made, PyObject *finish)
 {
     made->target = result_buffer_new(st->result_buffer_type, result_kind, like->view.ndim,
-                                     like->shape);
+                                     like->shape, strides);
     if (made->target == NULL) {
         return -1;
     }
@@ -163,16 +190,23 @@ result_buffer_getbuffer(PyObject *op, Py_buffer *view, int flags)
 {
     ResultBuffer *self = (ResultBuffer *)op;
     const int ndim = (int)Py_SIZE(self);
-    if (ndim > 1 && (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS) {
-        Py_ssize_t non_unit = 0;
-        for (int d = 0; d < ndim; d++) {
-            non_unit += self->dims[d] > 1;
-        }
-        if (non_unit > 1) {
-            PyErr_SetString(PyExc_BufferError, "leaky result buffers are C-contiguous");
-            view->obj = NULL;
-            return -1;
-        }
+    /* a consumer that takes no strides assumes C order (PEP 3118) */
+    const char *refused = NULL;
+    if ((flags & PyBUF_ANY_CONTIGUOUS) == PyBUF_ANY_CONTIGUOUS) {
+        refused = self->c_contiguous || self->f_contiguous ? NULL : "C- or F-contiguous";
+    }
+    else if ((flags & PyBUF_C_CONTIGUOUS) == PyBUF_C_CONTIGUOUS ||
+             (flags & PyBUF_STRIDES) != PyBUF_STRIDES) {
+        refused = self->c_contiguous ? NULL : "C-contiguous";
+    }
+    else if ((flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS) {
+        refused = self->f_contiguous ? NULL : "F-contiguous";
+    }
+    if (refused != NULL) {
+        PyErr_Format(PyExc_BufferError, "this leaky result is not %s: it keeps its input's "
+                     "memory order; ask for strides", refused);
+        view->obj = NULL;
+        return -1;
     }
     if (format_of_result(self->kind) == NULL) {
         PyErr_Format(PyExc_BufferError,
@@ -293,7 +327,8 @@ static PyType_Slot result_buffer_slots[] = {
     {Py_tp_dealloc, result_buffer_dealloc},
     {Py_tp_methods, result_buffer_methods},
     {Py_bf_getbuffer, result_buffer_getbuffer},
-    {Py_tp_doc, "Memory behind a leaky result (C-contiguous): a buffer and a DLPack tensor."},
+    {Py_tp_doc, "Memory behind a leaky result (dense, C order or its input's): a buffer and a "
+                "DLPack tensor."},
     {0, NULL},
 };
 

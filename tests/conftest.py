@@ -110,3 +110,25 @@ def sample(dtype: str, shape: tuple[int, ...], seed: int = 0) -> Any:
         extremes = np.array([0, iinfo.min, iinfo.max, 1], dtype=dt)
         values[: min(count, 4)] = extremes[: min(count, 4)]
     return values.reshape(shape)
+
+
+def assert_same_layout(actual: Any, expected: Any) -> None:
+    """actual is laid out in memory as expected (NumPy's own result for the same operands).
+
+    Strides are compared in elements, so a float64 result of an int16 input can
+    be held against NumPy's; the order of the axes by stride and NumPy's
+    contiguity flags are compared too, for a message that says what differs.
+    """
+    a, e = np.asarray(actual), np.asarray(expected)
+    assert a.shape == e.shape
+    if a.size == 0:  # strides of an empty array are arbitrary; both flags are set
+        assert a.flags.c_contiguous and a.flags.f_contiguous
+        return
+    order_a = np.argsort([abs(s) for s in a.strides], kind="stable").tolist()
+    order_e = np.argsort([abs(s) for s in e.strides], kind="stable").tolist()
+    assert order_a == order_e, (a.strides, e.strides)
+    assert (a.flags.c_contiguous, a.flags.f_contiguous) == (
+        e.flags.c_contiguous,
+        e.flags.f_contiguous,
+    ), (a.strides, e.strides)
+    assert [s // a.itemsize for s in a.strides] == [s // e.itemsize for s in e.strides]
