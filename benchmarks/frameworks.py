@@ -2,6 +2,7 @@
 
     python benchmarks/frameworks.py             # 10, 10**4 and 10**7 elements
     python benchmarks/frameworks.py --quick     # seconds; what CI runs so this cannot rot
+    python benchmarks/frameworks.py --threads 1 # one thread each: leaky's threads=, torch's
 
 Each leaky row is the whole round trip: the tensor in through DLPack (JAX float32
 through its buffer), the kernel, and the result back as the caller's own type
@@ -26,6 +27,7 @@ from run import fmt_time, machine, side_by_side
 from leaky import leaky_relu
 
 ALPHA = 0.01
+LEAKY: dict[str, int] = {}  # leaky's keyword arguments: threads=, when --threads says
 
 
 def optional(name: str) -> Any:
@@ -42,7 +44,7 @@ def torch_rows(torch: Any, sizes: list[int], repeats: int, budget: float) -> lis
         x = torch.randn(n)
         t = side_by_side(
             {
-                "leaky": lambda x=x: leaky_relu(x, ALPHA),
+                "leaky": lambda x=x: leaky_relu(x, ALPHA, **LEAKY),
                 "torch": lambda x=x: F.leaky_relu(x, ALPHA),
             },
             repeats,
@@ -52,7 +54,7 @@ def torch_rows(torch: Any, sizes: list[int], repeats: int, budget: float) -> lis
         xb = x.to(torch.bfloat16)
         tb = side_by_side(
             {
-                "leaky": lambda xb=xb: leaky_relu(xb, ALPHA),
+                "leaky": lambda xb=xb: leaky_relu(xb, ALPHA, **LEAKY),
                 "torch": lambda xb=xb: F.leaky_relu(xb, ALPHA),
             },
             repeats,
@@ -73,7 +75,7 @@ def jax_rows(jax: Any, sizes: list[int], repeats: int, budget: float) -> list[st
             compiled(x, ALPHA).block_until_ready()  # compile outside the timing
             t = side_by_side(
                 {
-                    "leaky": lambda x=x: leaky_relu(x, ALPHA),
+                    "leaky": lambda x=x: leaky_relu(x, ALPHA, **LEAKY),
                     "jax": lambda x=x: compiled(x, ALPHA).block_until_ready(),
                 },
                 repeats,
@@ -94,10 +96,20 @@ def row(name: str, n: int, leaky: float, other: float, other_name: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, short timings")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads for leaky (threads=) and PyTorch (torch.set_num_threads); "
+        "default: each one's own",
+    )
     args = parser.parse_args()
     sizes = [10, 1000] if args.quick else [10, 10**4, 10**7]
     repeats, budget = (1, 0.002) if args.quick else (7, 0.2)
     torch, jax = optional("torch"), optional("jax")
+    if args.threads is not None:
+        LEAKY["threads"] = args.threads
+        if torch is not None:
+            torch.set_num_threads(args.threads)
     print(f"# {machine()}")
     print("| input | elements | leaky round trip | theirs | theirs / leaky |")
     print("|---|---:|---:|---:|---:|")

@@ -10,8 +10,11 @@
 #include "leaky.h"
 
 /* Asked in this order: the ndarray fast path first, DLPack last, since a
-   buffer that refuses its export (jaxlib's bfloat16) may still be a tensor. */
-static const InputKind *const input_kinds[] = {&ndarray_input, &buffer_input, &dlpack_input};
+   buffer that refuses its export (jaxlib's bfloat16) may still be a tensor;
+   torch's C-level route just before it, which passes every tensor it is not
+   sure of (and every error) on to the protocol. */
+static const InputKind *const input_kinds[] = {&ndarray_input, &buffer_input, &torch_input,
+                                               &dlpack_input};
 
 static void
 operand_release(Operand *op)

@@ -778,7 +778,7 @@ typedef PyObject *(*NewArrayFunc)(PyTypeObject *, int, const Py_ssize_t *, int,
 /* torch's tensor methods and modules input_dlpack.c uses, by name (never importing torch) */
 enum {
     TORCH_IS_NEG, TORCH_IS_ZEROTENSOR, TORCH_IS_INFERENCE, TORCH_RESOLVE_NEG, TORCH_CLONE,
-    TORCH_GRAPH_MODULE, TORCH_INCREMENT_VERSION, TORCH_NAME_COUNT
+    TORCH_GRAPH_MODULE, TORCH_INCREMENT_VERSION, TORCH_REQUIRES_GRAD, TORCH_NAME_COUNT
 };
 
 typedef struct {
@@ -821,11 +821,26 @@ typedef struct {
     PyObject *dlpack_out_kwnames;  /* ("max_version", "copy"): out= asks for no copy */
     PyObject *dlpack_max_version;  /* (1, 0) */
     PyObject *torch_names[TORCH_NAME_COUNT];  /* torch's tensor methods (input_dlpack.c) */
+    /*
+     * torch's C-level DLPack calls (input_dlpack.c's torch_input), looked up
+     * in sys.modules the first time a torch tensor arrives, published once
+     * as numpy_api is (TORCH_ROUTE_*); until READY every tensor takes the
+     * protocol route.
+     */
+    long long torch_route;
+    PyTypeObject *torch_tensor_type;      /* torch.Tensor */
+    PyObject *torch_tensor_dlpack;        /* torch.Tensor.__dlpack__ */
+    PyObject *torch_tensor_dlpack_device; /* torch.Tensor.__dlpack_device__ */
+    PyObject *torch_has_torch_function;   /* torch._C._has_torch_function_unary */
+    PyObject *torch_to_dlpack;            /* torch.utils.dlpack.to_dlpack */
+    PyObject *torch_finish;               /* a ResultBuffer to a tensor (torch_result) */
+    PyObject *torch_increment_version;    /* torch._C._increment_version, or NULL */
     PyObject *array_like_names[4]; /* what makes a number an array-like (numbers.c) */
     PyObject *str_array_protocols[6];  /* array_route.c: "numpy", "__array_ufunc__", ... */
 } LeakyState;
 
 enum { NUMPY_API_UNTRIED, NUMPY_API_LOADING, NUMPY_API_READY, NUMPY_API_UNUSABLE };
+enum { TORCH_ROUTE_UNTRIED, TORCH_ROUTE_LOADING, TORCH_ROUTE_READY, TORCH_ROUTE_UNUSABLE };
 
 static inline LeakyState *
 get_state(PyObject *module)
@@ -1006,6 +1021,7 @@ struct InputKind {
 
 extern const InputKind ndarray_input;  /* input_ndarray.c: exact numpy.ndarray */
 extern const InputKind buffer_input;   /* input_buffer.c: the buffer protocol */
+extern const InputKind torch_input;    /* input_dlpack.c: torch tensors, without the protocol */
 extern const InputKind dlpack_input;   /* input_dlpack.c: DLPack tensors */
 
 /* input_buffer.c: the buffer protocol, for the other kinds' odd cases too */
@@ -1025,6 +1041,7 @@ PyObject *result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const P
                             const Py_ssize_t *strides);
 int new_result_buffer(LeakyState *st, ElemKind result_kind, const Operand *like,
                       const Py_ssize_t *strides, NewResult *made, PyObject *finish);
+PyObject *result_buffer_capsule(PyObject *result);
 
 /* input_dlpack.c: tensors in, results out as capsules (dlpack.h) */
 int dlpack_init_state(LeakyState *st);

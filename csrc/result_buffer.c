@@ -307,6 +307,17 @@ result_buffer_dlpack(PyObject *op, PyObject *args, PyObject *kwargs)
                          copied);
 }
 
+/* A ResultBuffer's elements as an unversioned capsule, shared as __dlpack__() shares
+   them: for the torch route's from_dlpack (input_dlpack.c), without a Python call. */
+PyObject *
+result_buffer_capsule(PyObject *op)
+{
+    ResultBuffer *self = (ResultBuffer *)op;
+    const int ndim = (int)Py_SIZE(self);
+    shared_data_retain(self->data);
+    return dlpack_export(self->data, self->kind, ndim, self->dims, self->dims + ndim, 0, 0);
+}
+
 static PyObject *
 result_buffer_dlpack_device(PyObject *op, PyObject *unused)
 {

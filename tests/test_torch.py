@@ -480,3 +480,111 @@ def test_unversioned_torch_out_is_written() -> None:
     assert leaky_relu(x, 0.5, out=out) is out
     assert_same(out.as_subclass(torch.Tensor), twin)
     assert out._version == before + 1
+
+
+# ---------------------------------------------------------------- the C-level route
+#
+# A tensor that dispatches to nobody is exported with torch.utils.dlpack.to_dlpack
+# and its result made from a capsule, skipping torch's Python-level protocol
+# methods; every other torch tensor still gets those calls.
+
+
+def test_a_plain_tensor_skips_the_protocol_methods(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The route's whole point: no Python-level __dlpack__ for a plain tensor, in or out."""
+    calls: list[int] = []
+    original = torch.Tensor.__dlpack__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "__dlpack__", counting)
+    x = torch.tensor([-2.0, 0.5, 3.0])
+    out = torch.empty(3)
+    assert torch.equal(leaky_relu(x, 0.1), F.leaky_relu(x, 0.1))
+    leaky_relu(x, 0.1, out=out)
+    assert torch.equal(out, F.leaky_relu(x, 0.1))
+    assert calls == []
+    # the same class with the default __torch_function__ (which re-wraps results)
+    # dispatches, so it still gets the protocol call
+    sub = x.as_subclass(type("Sub", (torch.Tensor,), {}))
+    assert torch.equal(leaky_relu(sub, 0.1), F.leaky_relu(x, 0.1))
+    assert calls  # (twice: once more from torch's own dispatch)
+
+
+def test_a_subclass_with_its_own_torch_function_sees_the_calls() -> None:
+    seen: list[str] = []
+
+    def log(cls: Any, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        seen.append(getattr(func, "__name__", str(func)))
+        return torch.Tensor.__torch_function__.__func__(cls, func, types, args, kwargs or {})
+
+    logged = type("Logged", (torch.Tensor,), {"__torch_function__": classmethod(log)})
+    x = torch.tensor([-2.0, 0.5, 3.0]).as_subclass(logged)
+    got = leaky_relu(x, 0.1)
+    assert "__dlpack__" in seen
+    plain = x.as_subclass(torch.Tensor)
+    assert torch.equal(got.as_subclass(torch.Tensor), F.leaky_relu(plain, 0.1))
+
+
+def test_a_torch_function_mode_sees_the_calls() -> None:
+    seen: list[str] = []
+
+    def log(self: Any, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        seen.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+    mode = type("Mode", (torch.overrides.TorchFunctionMode,), {"__torch_function__": log})
+    x = torch.tensor([-2.0, 0.5, 3.0])
+    expected = F.leaky_relu(x, 0.1)
+    with mode():
+        got = leaky_relu(x, 0.1)
+    assert "__dlpack__" in seen
+    assert torch.equal(got, expected)
+
+
+def test_a_subclass_that_dispatches_to_nobody_keeps_its_own_dlpack() -> None:
+    """torch's disabled __torch_function__ (nn.Parameter's) lets the C-level route take a
+    subclass, but only one that keeps torch's __dlpack__ and __dlpack_device__."""
+    calls: list[str] = []
+
+    def own_dlpack(self: Any, **kwargs: Any) -> Any:
+        calls.append("__dlpack__")
+        return torch.Tensor.__dlpack__(self.as_subclass(torch.Tensor), **kwargs)
+
+    quiet = torch._C._disabled_torch_function_impl
+    own = type("Own", (torch.Tensor,), {"__torch_function__": quiet, "__dlpack__": own_dlpack})
+    x = torch.tensor([-2.0, 0.5, 3.0])
+    assert torch.equal(leaky_relu(x.as_subclass(own), 0.1), F.leaky_relu(x, 0.1))
+    assert calls == ["__dlpack__"]
+    frozen = torch.nn.Parameter(x.clone(), requires_grad=False)
+    got = leaky_relu(frozen, 0.1)
+    assert type(got) is torch.Tensor and torch.equal(got, F.leaky_relu(x, 0.1))
+    with pytest.raises(TypeError, match="argument 'z' is a tensor that requires grad"):
+        leaky_relu(torch.nn.Parameter(x.clone()), 0.1)
+
+
+def test_refused_tensors_keep_torchs_refusal_as_the_cause() -> None:
+    """What the C-level route passes on, the protocol route explains, with torch's
+    __dlpack__ refusal as the cause (to_dlpack would have exported these silently)."""
+    for bad, where in [
+        (torch.tensor([1.0], requires_grad=True), "requires grad"),
+        (torch.zeros(2, dtype=torch.complex64).conj(), "conjugate bit"),
+    ]:
+        with pytest.raises(TypeError, match=where) as info:
+            leaky_relu(bad)
+        assert isinstance(info.value.__cause__, (BufferError, RuntimeError))
+
+
+def test_the_c_level_route_keeps_refcounts() -> None:
+    x = torch.linspace(-1, 1, 50)
+    sub = x.as_subclass(type("Sub", (torch.Tensor,), {}))
+    frozen = torch.nn.Parameter(x.clone(), requires_grad=False)
+    needs_grad = torch.ones(3, requires_grad=True)
+    out = torch.empty(50)
+    check_stable(lambda: leaky_relu(x, 0.5), [x])
+    check_stable(lambda: leaky_relu(sub, 0.5), [sub])
+    check_stable(lambda: leaky_relu(frozen, 0.5), [frozen])
+    check_stable(lambda: leaky_relu(x, 0.5, out=out), [x, out])
+    check_stable(lambda: leaky_relu_backward(x, x, 0.5), [x])
+    check_stable(lambda: leaky_relu(needs_grad), [needs_grad], TypeError)
