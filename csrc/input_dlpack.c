@@ -78,6 +78,7 @@ dlpack_clear_state(LeakyState *st)
     Py_CLEAR(st->torch_to_dlpack);
     Py_CLEAR(st->torch_finish);
     Py_CLEAR(st->torch_increment_version);
+    st->torch_route = LOOKUP_UNUSABLE;  /* torn down: never looked up again */
 }
 
 /*
@@ -864,17 +865,9 @@ static int
 torch_route_takes(LeakyState *st, PyObject *obj)
 {
     PyTypeObject *type = Py_TYPE(obj);
-    long long route = ATOMIC_LOAD(&st->torch_route);
-    if (route != TORCH_ROUTE_READY) {
-        if (route != TORCH_ROUTE_UNTRIED || !is_torch_tensor(obj) ||
-            !ATOMIC_CAS(&st->torch_route, TORCH_ROUTE_UNTRIED, TORCH_ROUTE_LOADING)) {
-            return 0;
-        }
-        int usable = load_torch_route(st);
-        ATOMIC_STORE(&st->torch_route, usable ? TORCH_ROUTE_READY : TORCH_ROUTE_UNUSABLE);
-        if (!usable) {
-            return 0;
-        }
+    if (ATOMIC_LOAD(&st->torch_route) != LOOKUP_READY &&
+        !look_up_once(st, &st->torch_route, is_torch_tensor(obj), load_torch_route)) {
+        return 0;
     }
     if (type != st->torch_tensor_type && !is_torch_tensor(obj)) {
         return 0;

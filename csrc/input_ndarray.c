@@ -170,20 +170,12 @@ static int
 is_exact_ndarray(LeakyState *st, PyObject *obj)
 {
     PyTypeObject *type = Py_TYPE(obj);
-    long long api = ATOMIC_LOAD(&st->numpy_api);
-    if (api != NUMPY_API_READY) {
-        /* one look per module, by one thread: a failed one is not retried */
-        if (api != NUMPY_API_UNTRIED || strcmp(type->tp_name, "numpy.ndarray") != 0 ||
-            !ATOMIC_CAS(&st->numpy_api, NUMPY_API_UNTRIED, NUMPY_API_LOADING)) {
-            return 0;
-        }
-        int usable = load_numpy_api(st);
-        ATOMIC_STORE(&st->numpy_api, usable ? NUMPY_API_READY : NUMPY_API_UNUSABLE);
-        if (!usable) {
-            return 0;
-        }
+    if (ATOMIC_LOAD(&st->numpy_api) != LOOKUP_READY &&
+        !look_up_once(st, &st->numpy_api, strcmp(type->tp_name, "numpy.ndarray") == 0,
+                      load_numpy_api)) {
+        return 0;
     }
-    assert(ATOMIC_LOAD(&st->numpy_api) == NUMPY_API_READY && st->numpy_new_array != NULL);
+    assert(ATOMIC_LOAD(&st->numpy_api) == LOOKUP_READY && st->numpy_new_array != NULL);
     return type == st->ndarray_type;
 }
 

@@ -419,12 +419,12 @@ leaky_worker_parts(PyObject *module, PyObject *unused)
 static PyObject *
 leaky_numpy_fast_path(PyObject *module, PyObject *unused)
 {
-    static const char *const names[] = {[NUMPY_API_UNTRIED] = "untried",
-                                        [NUMPY_API_LOADING] = "loading",
-                                        [NUMPY_API_READY] = "ready",
-                                        [NUMPY_API_UNUSABLE] = "unusable"};
+    static const char *const names[] = {[LOOKUP_UNTRIED] = "untried",
+                                        [LOOKUP_LOADING] = "loading",
+                                        [LOOKUP_READY] = "ready",
+                                        [LOOKUP_UNUSABLE] = "unusable"};
     long long api = ATOMIC_LOAD(&get_state(module)->numpy_api);
-    assert(api >= NUMPY_API_UNTRIED && api <= NUMPY_API_UNUSABLE);
+    assert(api >= LOOKUP_UNTRIED && api <= LOOKUP_UNUSABLE);
     return PyUnicode_FromString(names[api]);
 }
 
@@ -649,7 +649,7 @@ leaky_clear(PyObject *module)
     Py_CLEAR(st->numpy_core);
     st->ndarray_type = NULL;
     st->numpy_new_array = NULL;
-    st->numpy_api = NUMPY_API_UNUSABLE;  /* torn down: never looked up again */
+    st->numpy_api = LOOKUP_UNUSABLE;  /* torn down: never looked up again */
     Py_CLEAR(st->default_alpha);
     Py_CLEAR(st->one_float);
     Py_CLEAR(st->zero);

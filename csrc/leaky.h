@@ -789,14 +789,9 @@ typedef struct {
     PyTypeObject *result_buffer_type;
     PyObject *new_result;      /* leaky._containers.new_result */
     /*
-     * NumPy's C API, published once: numpy_api is NUMPY_API_UNTRIED until
-     * one thread wins the compare-and-swap to NUMPY_API_LOADING; that thread
-     * alone fills the three fields below and then stores READY or UNUSABLE
-     * with release order.  A reader that loads READY (acquire) sees the
-     * fields complete; anyone else takes the Python route for that call.
-     * No lock, so no thread ever waits on another's import of NumPy (which
-     * would risk a deadlock with the import lock), and the number fast path
-     * never touches any of it.
+     * NumPy's C API, published once (look_up_once, LOOKUP_*): the fields
+     * below are filled by the one thread that looks it up.  The number fast
+     * path never touches any of it.
      */
     long long numpy_api;
     PyObject *numpy_core;      /* NumPy's _multiarray_umath, once an ndarray was seen */
@@ -824,7 +819,7 @@ typedef struct {
     /*
      * torch's C-level DLPack calls (input_dlpack.c's torch_input), looked up
      * in sys.modules the first time a torch tensor arrives, published once
-     * as numpy_api is (TORCH_ROUTE_*); until READY every tensor takes the
+     * as numpy_api is (look_up_once); until then every tensor takes the
      * protocol route.
      */
     long long torch_route;
@@ -839,8 +834,30 @@ typedef struct {
     PyObject *str_array_protocols[6];  /* array_route.c: "numpy", "__array_ufunc__", ... */
 } LeakyState;
 
-enum { NUMPY_API_UNTRIED, NUMPY_API_LOADING, NUMPY_API_READY, NUMPY_API_UNUSABLE };
-enum { TORCH_ROUTE_UNTRIED, TORCH_ROUTE_LOADING, TORCH_ROUTE_READY, TORCH_ROUTE_UNUSABLE };
+/* The states of a look-up published once (look_up_once). */
+enum { LOOKUP_UNTRIED, LOOKUP_LOADING, LOOKUP_READY, LOOKUP_UNUSABLE };
+
+/*
+ * A look-up done once per module (NumPy's C API, torch's C-level calls),
+ * for callers that saw *state not LOOKUP_READY: the first thread that
+ * `wants` it wins the compare-and-swap to LOOKUP_LOADING, runs `load` (which
+ * fills its fields of the state) and stores READY or UNUSABLE with release
+ * order, so a reader that loads READY (acquire) sees the fields complete.
+ * Everyone else, and everyone after a failed look-up, gets 0 and takes the
+ * Python route for that call.  No lock: no thread ever waits on another's
+ * import (which would risk a deadlock with the import lock).
+ */
+static inline int
+look_up_once(LeakyState *st, long long *state, int wants, int (*load)(LeakyState *))
+{
+    if (!wants || ATOMIC_LOAD(state) != LOOKUP_UNTRIED ||
+        !ATOMIC_CAS(state, LOOKUP_UNTRIED, LOOKUP_LOADING)) {
+        return 0;
+    }
+    const int usable = load(st);
+    ATOMIC_STORE(state, usable ? LOOKUP_READY : LOOKUP_UNUSABLE);
+    return usable;
+}
 
 static inline LeakyState *
 get_state(PyObject *module)
