@@ -72,8 +72,13 @@ static void
 copy_bits(unsigned char *dst, int64_t dst_off, const unsigned char *src, int64_t src_off,
           int64_t n)
 {
-    if (src != NULL && dst_off % 8 == 0 && src_off % 8 == 0) {
-        memcpy(dst + dst_off / 8, src + src_off / 8, (size_t)(n / 8));
+    if (dst_off % 8 == 0 && (src == NULL || src_off % 8 == 0)) {  /* whole bytes at once */
+        if (src == NULL) {
+            memset(dst + dst_off / 8, 0xff, (size_t)(n / 8));
+        }
+        else {
+            memcpy(dst + dst_off / 8, src + src_off / 8, (size_t)(n / 8));
+        }
         dst_off += n / 8 * 8;
         src_off += n / 8 * 8;
         n %= 8;

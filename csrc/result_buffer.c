@@ -344,6 +344,29 @@ result_buffer_new_validity(PyObject *result)
 }
 
 /*
+ * The elements of whole bitmap bytes, each ANDed with all-ones where its bit
+ * is set and zero where not: eight lanes of fixed count, no branch, which
+ * compilers vectorize.  Testing bit by bit cost 5-10x the kernel in
+ * mispredicted branches at 10-50% nulls (perf).
+ */
+#define DEFINE_ZERO_NULLS(name, type)                                            \
+    static void name(char *data, const unsigned char *bits, Py_ssize_t bytes)  \
+    {                                                                          \
+        for (Py_ssize_t j = 0; j < bytes; j++) {                               \
+            const unsigned valid = bits[j];                                    \
+            type lanes[8];                                                     \
+            memcpy(lanes, data + j * 8 * (Py_ssize_t)sizeof(type), sizeof lanes); \
+            for (int k = 0; k < 8; k++) {                                      \
+                lanes[k] &= (type)((type)0 - (type)((valid >> k) & 1u));       \
+            }                                                                  \
+            memcpy(data + j * 8 * (Py_ssize_t)sizeof(type), lanes, sizeof lanes); \
+        }                                                                      \
+    }
+DEFINE_ZERO_NULLS(zero_nulls16, uint16_t)
+DEFINE_ZERO_NULLS(zero_nulls32, uint32_t)
+DEFINE_ZERO_NULLS(zero_nulls64, uint64_t)
+
+/*
  * After the loop: every element under a null set to zero and the null count
  * taken.  The loop computed on whatever bytes the inputs hold under their
  * nulls (Arrow leaves them unspecified); zero is what Arrow's own builders
@@ -358,14 +381,25 @@ result_buffer_seal_nulls(PyObject *result)
     }
     const unsigned char *bits = (const unsigned char *)self->validity;
     const Py_ssize_t n = self->dims[0], itemsize = itemsize_of_result(self->kind);
-    Py_ssize_t nulls = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!((bits[i >> 3] >> (i & 7)) & 1)) {
+    const Py_ssize_t whole = n / 8;
+    (itemsize == 2 ? zero_nulls16 : itemsize == 4 ? zero_nulls32 : zero_nulls64)(self->data, bits,
+                                                                                  whole);
+    Py_ssize_t valid = 0;
+    for (Py_ssize_t j = 0; j < whole; j++) {
+        unsigned b = bits[j];
+        b = b - ((b >> 1) & 0x55u);
+        b = (b & 0x33u) + ((b >> 2) & 0x33u);
+        valid += (b + (b >> 4)) & 0x0fu;
+    }
+    for (Py_ssize_t i = whole * 8; i < n; i++) {  /* the last, partial byte */
+        if ((bits[i >> 3] >> (i & 7)) & 1u) {
+            valid++;
+        }
+        else {
             memset(self->data + i * itemsize, 0, (size_t)itemsize);
-            nulls++;
         }
     }
-    self->null_count = nulls;
+    self->null_count = n - valid;
 }
 
 /* What an exported ArrowArray holds: a reference to each shared block. */

@@ -60,6 +60,7 @@ def check(result: Any, inputs: list[Any], expected_of: Any) -> None:
     assert len(result) == len(source)
     valid = [all(x.is_valid().to_pylist()[i] for x in inputs) for i in range(len(source))]
     assert result.is_valid().to_pylist() == valid
+    assert result.null_count == valid.count(False)
     columns = [elements(KIND_OF.get(x.type, "d"), x) for x in inputs]
     got = elements(kind, result)
     for i, ok in enumerate(valid):
