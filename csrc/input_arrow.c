@@ -160,10 +160,57 @@ arrow_protocol(LeakyState *st, PyObject *obj)
     return _PyType_Lookup(type, st->str_arrow_c_stream) != NULL ? 2 : 0;
 }
 
+/*
+ * Whether obj's type is a polars class: polars' Series also has
+ * __array_ufunc__, but through it a Float32 Series came back Float64; the
+ * Arrow route keeps its dtype, its nulls and its name.
+ */
+static int
+is_polars_type(PyTypeObject *type)
+{
+    PyObject *module = PyObject_GetAttrString((PyObject *)type, "__module__");
+    if (module == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    const char *name = PyUnicode_Check(module) ? PyUnicode_AsUTF8(module) : NULL;
+    const int polars = name != NULL && strncmp(name, "polars.", 7) == 0;
+    Py_DECREF(module);
+    if (name == NULL) {
+        PyErr_Clear();
+    }
+    return polars;
+}
+
+/*
+ * Which protocol leaky reads obj through: 0 for none, and 0 too for an
+ * object that also implements __array_ufunc__ (pandas, which exports Arrow
+ * streams since 2.2, DataFrames as structs): it asked for NumPy's
+ * semantics, and its own type back, which leaky.ufunc gives it; polars'
+ * Series, which would lose its dtype there, is the exception.
+ */
+static int
+arrow_route(LeakyState *st, PyObject *obj)
+{
+    if (is_sequence(obj)) {
+        return 0;
+    }
+    const int protocol = arrow_protocol(st, obj);
+    if (protocol == 0) {
+        return 0;
+    }
+    PyTypeObject *type = Py_TYPE(obj);
+    PyObject *ufunc_name = st->str_array_protocols[0];  /* "__array_ufunc__" (array_route.c) */
+    if (_PyType_Lookup(type, ufunc_name) != NULL && !is_polars_type(type)) {
+        return 0;
+    }
+    return protocol;
+}
+
 int
 is_arrow_object(LeakyState *st, PyObject *obj)
 {
-    return !is_sequence(obj) && arrow_protocol(st, obj) != 0;
+    return arrow_route(st, obj) != 0;
 }
 
 /* Moves the struct out of a capsule of that name, leaving it released there. */
@@ -385,7 +432,7 @@ lay_out(ArrowHold *hold, Operand *op, ElemKind kind)
 static int
 arrow_acquire(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role)
 {
-    const int protocol = is_sequence(obj) ? 0 : arrow_protocol(st, obj);
+    const int protocol = arrow_route(st, obj);
     if (protocol == 0) {
         return 0;
     }

@@ -231,3 +231,20 @@ def test_exported_result_outlives_everything() -> None:
 def test_result_buffer_repr() -> None:
     r = leaky.leaky_relu(memoryview(struct.pack("<3f", 1, -2, 3)).cast("B").cast("f")).obj
     assert repr(r) == "<leaky ResultBuffer float32 (3,)>"
+
+
+def test_pandas_arrow_exporters_keep_the_numpy_route() -> None:
+    # pandas exports Arrow streams too (DataFrame since 2.2, Series since
+    # 3.0), but it implements __array_ufunc__: it keeps leaky.ufunc's route
+    # and its own type, not an Arrow result (a DataFrame would be a struct)
+    pd = require("pandas", "ecosystem")
+    s = pd.Series([1.5, -2.0, 3.0], name="s")
+    df = pd.DataFrame({"a": [1.5, -2.0], "b": [-4.0, 0.5]})
+    got_s = leaky.leaky_relu(s)
+    assert type(got_s) is pd.Series and got_s.name == "s"
+    assert got_s.tolist() == [oracle.forward_element("d", v, ALPHA) for v in s.tolist()]
+    got_df = leaky.leaky_relu(df)
+    assert type(got_df) is pd.DataFrame
+    for column in df:
+        want = [oracle.forward_element("d", v, ALPHA) for v in df[column].tolist()]
+        assert got_df[column].tolist() == want
