@@ -68,6 +68,7 @@ SOURCES = [
     "input_ndarray",  # exact ndarrays: read directly, results from PyArray_New
     "input_buffer",  # the buffer protocol: acquire, release, result containers
     "input_dlpack",  # DLPack tensors in (torch, JAX, the array API) and results out
+    "input_arrow",  # Arrow arrays in and out (the Arrow PyCapsule interface)
     "result_buffer",  # the exporter behind memoryview and DLPack results
     "driver",  # loop plans over any strides, run here or on the pool
     "pool",  # the thread pool and its thread shims

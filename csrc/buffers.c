@@ -2,7 +2,7 @@
  * buffers.c: leaky_relu, leaky_relu_grad and leaky_relu_backward on arrays.
  *
  * Only orchestration: each operand is acquired by the first kind of input
- * that takes it (input_kinds: an exact ndarray, a buffer, a DLPack tensor;
+ * that takes it (input_kinds: an exact ndarray, a buffer, an Arrow array, a DLPack tensor;
  * each its own file, which alone knows how to acquire, release and make a
  * result for it); here the shapes and the output are checked, inputs that
  * overlap the output detached, and the loop handed to the driver.
@@ -10,11 +10,13 @@
 #include "leaky.h"
 
 /* Asked in this order: the ndarray fast path first, DLPack last, since a
-   buffer that refuses its export (jaxlib's bfloat16) may still be a tensor;
-   torch's C-level route just before it, which passes every tensor it is not
-   sure of (and every error) on to the protocol. */
+   buffer that refuses its export (jaxlib's bfloat16) may still be a tensor,
+   and a pyarrow array exports DLPack too, but without its nulls.  torch's
+   C-level route comes before Arrow, so a torch tensor pays no Arrow look-up,
+   and passes every tensor it is not sure of (and every error) on to the
+   protocol. */
 static const InputKind *const input_kinds[] = {&ndarray_input, &buffer_input, &torch_input,
-                                               &dlpack_input};
+                                               &arrow_input, &dlpack_input};
 
 static void
 operand_release(Operand *op)

@@ -196,6 +196,11 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
     if (tensor != 0) {
         return tensor < 0 ? NULL : unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
     }
+    /* pyarrow's ChunkedArray, a polars Series: Arrow streams, which keep their
+       type and nulls on the array paths (input_arrow.c), not through NumPy */
+    if (is_arrow_object(st, z)) {
+        return unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
+    }
     if (!is_sequence(z) && is_array_like(st, z)) {  /* pandas, xarray, Dask: leaky.ufunc */
         return unary_via_ufunc(st, op, z, alpha_obj, out_obj);
     }
@@ -289,6 +294,8 @@ leaky_relu_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, P
     if (grad_is_buffer < 0 || z_is_buffer < 0) {
         return NULL;
     }
+    grad_is_buffer = grad_is_buffer || is_arrow_object(st, grad);  /* input_arrow.c */
+    z_is_buffer = z_is_buffer || is_arrow_object(st, z);
     if (grad_is_buffer && z_is_buffer) {
         if (is_ndarray_subclass(grad) || is_ndarray_subclass(z)) {  /* array_route.c */
             return backward_via_ufunc(st, grad, z, alpha_obj, out_obj);
@@ -602,8 +609,11 @@ leaky_exec(PyObject *module)
         return -1;
     }
     st->new_result = PyObject_GetAttrString(containers, "new_result");
+    st->arrow_result = st->new_result ? PyObject_GetAttrString(containers, "arrow_result") : NULL;
     Py_DECREF(containers);
-    if (st->new_result == NULL) {
+    if (st->arrow_result == NULL ||
+        intern_into(&st->str_arrow_c_array, "__arrow_c_array__") < 0 ||
+        intern_into(&st->str_arrow_c_stream, "__arrow_c_stream__") < 0) {
         return -1;
     }
     st->max_threads = default_thread_count();
@@ -636,6 +646,7 @@ leaky_traverse(PyObject *module, visitproc visit, void *arg)
     LeakyState *st = get_state(module);
     Py_VISIT(st->result_buffer_type);
     Py_VISIT(st->new_result);
+    Py_VISIT(st->arrow_result);
     Py_VISIT(st->numpy_core);
     return 0;
 }
@@ -646,6 +657,9 @@ leaky_clear(PyObject *module)
     LeakyState *st = get_state(module);
     Py_CLEAR(st->result_buffer_type);
     Py_CLEAR(st->new_result);
+    Py_CLEAR(st->arrow_result);
+    Py_CLEAR(st->str_arrow_c_array);
+    Py_CLEAR(st->str_arrow_c_stream);
     Py_CLEAR(st->numpy_core);
     st->ndarray_type = NULL;
     st->numpy_new_array = NULL;

@@ -788,6 +788,9 @@ typedef struct {
     Tuning tuning;
     PyTypeObject *result_buffer_type;
     PyObject *new_result;      /* leaky._containers.new_result */
+    PyObject *arrow_result;    /* leaky._containers.arrow_result (input_arrow.c) */
+    PyObject *str_arrow_c_array;   /* "__arrow_c_array__" */
+    PyObject *str_arrow_c_stream;  /* "__arrow_c_stream__" */
     /*
      * NumPy's C API, published once (look_up_once, LOOKUP_*): the fields
      * below are filled by the one thread that looks it up.  The number fast
@@ -1040,6 +1043,10 @@ extern const InputKind ndarray_input;  /* input_ndarray.c: exact numpy.ndarray *
 extern const InputKind buffer_input;   /* input_buffer.c: the buffer protocol */
 extern const InputKind torch_input;    /* input_dlpack.c: torch tensors, without the protocol */
 extern const InputKind dlpack_input;   /* input_dlpack.c: DLPack tensors */
+extern const InputKind arrow_input;    /* input_arrow.c: the Arrow PyCapsule interface */
+
+/* input_arrow.c: leaky.c's dispatch sends these to the array paths too */
+int is_arrow_object(LeakyState *st, PyObject *obj);
 
 /* input_buffer.c: the buffer protocol, for the other kinds' odd cases too */
 int buffer_view_acquire(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *role);
@@ -1059,6 +1066,8 @@ PyObject *result_buffer_new(PyTypeObject *type, ElemKind kind, int ndim, const P
 int new_result_buffer(LeakyState *st, ElemKind result_kind, const Operand *like,
                       const Py_ssize_t *strides, NewResult *made, PyObject *finish);
 PyObject *result_buffer_capsule(PyObject *result);
+unsigned char *result_buffer_new_validity(PyObject *result);  /* Arrow results (input_arrow.c) */
+void result_buffer_seal_nulls(PyObject *result);
 
 /* input_dlpack.c: tensors in, results out as capsules (dlpack.h) */
 int dlpack_init_state(LeakyState *st);

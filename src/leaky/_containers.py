@@ -105,3 +105,32 @@ def _from_dlpack_for(source: object) -> "Callable[[Any], Any] | None":
     if namespace is not None:
         return namespace(source).from_dlpack  # type: ignore[no-any-return]
     return None
+
+
+def arrow_result(result: "Any", source: object) -> object:
+    """The Arrow result ``result`` as ``source``'s own library's type.
+
+    ``result`` is a 1-d ResultBuffer that exports ``__arrow_c_array__``
+    (its nulls already in its validity bitmap, zeros under them).  A pyarrow
+    ``Array`` gives a ``pyarrow.Array``, a ``ChunkedArray`` a ``ChunkedArray``
+    cut into the source's chunk lengths (zero-copy slices of one result), a
+    polars ``Series`` a ``Series`` of the same name; any other producer
+    (nanoarrow, DuckDB) gets the ResultBuffer, which any Arrow consumer takes.
+    The modules are looked up in ``sys.modules``, never imported.
+    """
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None:
+        if isinstance(source, pyarrow.Array):
+            return pyarrow.array(result)
+        if isinstance(source, pyarrow.ChunkedArray):
+            whole = pyarrow.array(result)
+            chunks = []
+            start = 0
+            for chunk in source.chunks:
+                chunks.append(whole.slice(start, len(chunk)))
+                start += len(chunk)
+            return pyarrow.chunked_array(chunks, type=whole.type)
+    polars = sys.modules.get("polars")
+    if polars is not None and isinstance(source, polars.Series):
+        return polars.Series(result).alias(source.name)
+    return result
