@@ -125,6 +125,30 @@ def check_pandas() -> None:
     assert float(nullable.iloc[0]) == oracle_forward([-2.0], 0.5)[0]
 
 
+def check_pyarrow() -> None:
+    pa = require("pyarrow", "arrow")
+    x = pa.array([-2.0, None, 3.0, -4.0], pa.float32())
+    r = leaky.leaky_relu(x, 0.5)
+    assert isinstance(r, pa.Array) and r.type == pa.float32()
+    assert r.is_null().to_pylist() == [False, True, False, False]
+    same_floats([r[i].as_py() for i in (0, 2, 3)], oracle_forward([-2.0, 3.0, -4.0], 0.5))
+    chunked = pa.chunked_array([pa.array([-2, 3], pa.int64()), pa.array([-4], pa.int64())])
+    rc = leaky.leaky_relu(chunked, 0.5)
+    assert isinstance(rc, pa.ChunkedArray) and rc.type == pa.float64()
+    assert [len(c) for c in rc.chunks] == [2, 1]
+    same_floats(rc.to_pylist(), oracle_forward([-2, 3, -4], 0.5))
+
+
+def check_polars() -> None:
+    pl = require("polars", "arrow")
+    s = pl.Series("z", [-2.0, None, 3.0], dtype=pl.Float32)
+    r = leaky.leaky_relu(s, 0.5)
+    assert isinstance(r, pl.Series) and r.dtype == pl.Float32 and r.name == "z"
+    assert r.is_null().to_list() == [False, True, False]
+    same_floats([r[0], r[2]], oracle_forward([-2.0, 3.0], 0.5))
+    assert leaky.leaky_relu(pl.Series("i", [-4, 3]), 0.5).dtype == pl.Float64
+
+
 def check_xarray() -> None:
     xr = require("xarray", "ecosystem")
     x = xr.DataArray(
@@ -153,6 +177,8 @@ CHECKS: dict[str, Callable[[], None]] = {
     "JAX": check_jax,
     "array API": check_array_api,
     "pandas": check_pandas,
+    "pyarrow": check_pyarrow,
+    "polars": check_polars,
     "xarray": check_xarray,
     "Dask": check_dask,
 }
