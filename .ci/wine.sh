@@ -24,8 +24,7 @@ started=$SECONDS
 step() { echo "-- wine.sh [$((SECONDS - started))s] $*"; }
 
 if [ "${CI:-}" = true ] && { ! command -v x86_64-w64-mingw32-gcc >/dev/null || ! command -v wine >/dev/null; }; then
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-        gcc-mingw-w64-x86-64 wine wine64 >/dev/null
+    apt-get update -qq && apt-get install -y -qq gcc-mingw-w64-x86-64 wine wine64 >/dev/null
 fi
 for tool in x86_64-w64-mingw32-gcc wine; do
     command -v "$tool" >/dev/null || {
