@@ -43,8 +43,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 if [ "${CI:-}" = true ] &&
     { ! command -v debootstrap >/dev/null || ! command -v qemu-aarch64-static >/dev/null; }; then
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-        debootstrap qemu-user-static >/dev/null
+    # with debootstrap's recommends: arch-test tells it that the root's
+    # programs can run here, so it does both stages at once
+    apt-get update -qq && apt-get install -y -qq debootstrap qemu-user-static >/dev/null
 fi
 for tool in debootstrap qemu-aarch64-static unshare; do
     command -v "$tool" >/dev/null || {
