@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The SIMD kernels against the portable loops, bit for bit, in C
 # (tests/c/kernel_paths.c): natively for this CPU's paths (AVX2, AVX-512),
-# and cross-compiled for arm64 and run under qemu-user for the NEON loops,
-# which no other check here runs; then every path's bfloat16 loops against
+# and cross-compiled for arm64 and run under qemu-user for the NEON loops
+# (.ci/arm64.sh runs them inside the real module too); then every path's bfloat16 loops against
 # PyTorch's results for all 65,536 patterns (tests/data/bfloat16_pytorch.npz,
 # unpacked to raw files with NumPy first).  Seconds.  The arm64 half needs
-# gcc-aarch64-linux-gnu and qemu-user (.ci/run installs them); without them
-# it is skipped with a note, except under CI=true, where it must run.
+# gcc-aarch64-linux-gnu and qemu-user or qemu-user-static (.ci/run installs
+# them); without them it is skipped with a note, except under CI=true,
+# where it must run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,15 +37,17 @@ echo "-- native ($(uname -m))"
 gcc "${flags[@]}" "${sources[@]}" -o "$work/native"
 "$work/native" "$vectors"
 
-if command -v aarch64-linux-gnu-gcc >/dev/null && command -v qemu-aarch64 >/dev/null; then
+# qemu-user's or qemu-user-static's (.ci/arm64.sh needs the latter)
+qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static || true)
+if command -v aarch64-linux-gnu-gcc >/dev/null && [ -n "$qemu" ]; then
     # The kernels use Python.h for its types only (Py_ssize_t), the same on
     # every 64-bit Linux, so this machine's headers serve the arm64 build.
     echo "-- arm64 under qemu-user"
     aarch64-linux-gnu-gcc "${flags[@]}" -static "${sources[@]}" -o "$work/arm64"
-    qemu-aarch64 "$work/arm64" "$vectors"
+    "$qemu" "$work/arm64" "$vectors"
 elif [ "${CI:-}" = true ]; then
     echo "aarch64-linux-gnu-gcc or qemu-aarch64 missing: the NEON loops cannot be checked" >&2
     exit 1
 else
-    echo "-- arm64 skipped: install gcc-aarch64-linux-gnu and qemu-user to run the NEON loops"
+    echo "-- arm64 skipped: install gcc-aarch64-linux-gnu and qemu-user-static to run the NEON loops"
 fi

@@ -482,6 +482,11 @@ count_bits(unsigned long long mask)
     return count;
 }
 
+/* winnt.h's value; older mingw-w64 headers (Debian's 10) lack the name */
+#ifndef JOB_OBJECT_CPU_RATE_CONTROL_MIN_MAX_RATE
+#define JOB_OBJECT_CPU_RATE_CONTROL_MIN_MAX_RATE 0x10
+#endif
+
 /*
  * The CPUs this process may use on Windows.  Before Windows 11 a process's
  * threads run in one processor group (at most 64 CPUs), its affinity mask
