@@ -21,17 +21,7 @@ trap 'rm -rf "$work"' EXIT
 # The vectors as raw little-endian arrays, which the C harness reads.
 vectors=$work/vectors
 mkdir "$vectors"
-python3 - "$vectors" <<'EOF'
-import sys
-
-import numpy as np
-
-with np.load("tests/data/bfloat16_pytorch.npz") as data:
-    for name in ("x_bits", "grad_output_bits", "alphas", "leaky_relu_bits",
-                 "leaky_relu_grad_bits", "leaky_relu_backward_bits"):
-        array = data[name]
-        array.astype(array.dtype.newbyteorder("<")).tofile(f"{sys.argv[1]}/{name}")
-EOF
+python3 .ci/vectors_raw.py "$vectors"
 
 echo "-- native ($(uname -m))"
 gcc "${flags[@]}" "${sources[@]}" -o "$work/native"

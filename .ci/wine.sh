@@ -57,19 +57,9 @@ $cc "${flags[@]}" -o "$work/windows_pool.exe" tests/c/windows_pool.c csrc/pool.c
 x86_64-w64-mingw32-objdump -p "$work/windows_pool.exe" | grep -c 'DLL Name: python313.dll' >/dev/null ||
     { echo "wine.sh: windows_pool.exe does not import python313.dll" >&2; exit 1; }
 
-# The vectors as raw little-endian arrays, as .ci/kernel_paths.sh writes them.
+# The vectors as raw little-endian arrays (.ci/vectors_raw.py), as for .ci/kernel_paths.sh.
 mkdir "$work/vectors"
-python3 - "$work/vectors" <<'EOF'
-import sys
-
-import numpy as np
-
-with np.load("tests/data/bfloat16_pytorch.npz") as data:
-    for name in ("x_bits", "grad_output_bits", "alphas", "leaky_relu_bits",
-                 "leaky_relu_grad_bits", "leaky_relu_backward_bits"):
-        array = data[name]
-        array.astype(array.dtype.newbyteorder("<")).tofile(f"{sys.argv[1]}/{name}")
-EOF
+python3 .ci/vectors_raw.py "$work/vectors"
 
 # A 64-bit prefix, made once per Wine version (wineboot takes seconds).
 export WINEARCH=win64 WINEDEBUG=-all
