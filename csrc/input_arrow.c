@@ -136,17 +136,6 @@ kind_of_format(const char *format)
     }
 }
 
-static Py_ssize_t
-itemsize_of_kind(ElemKind kind)
-{
-    switch (kind) {
-    case KIND_F16: case KIND_I16: case KIND_U16: return 2;
-    case KIND_F32: case KIND_I32: case KIND_U32: return 4;
-    case KIND_F64: case KIND_I64: case KIND_U64: return 8;
-    default: return 1;
-    }
-}
-
 /* Which protocol obj's type offers: 1 __arrow_c_array__, 2 __arrow_c_stream__ only, 0 none. */
 static int
 arrow_protocol(LeakyState *st, PyObject *obj)

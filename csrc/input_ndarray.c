@@ -180,6 +180,35 @@ is_exact_ndarray(LeakyState *st, PyObject *obj)
 }
 
 /*
+ * op as a view of a float16/32/64 ndarray, read off the array object: its
+ * data pointer, shape and strides.  view.obj stays NULL, so
+ * buffer_view_release has nothing to give back.
+ */
+static void
+view_of_ndarray(PyObject *array, ElemKind kind, Operand *op)
+{
+    static const char *const formats[] = {[KIND_F16] = "e", [KIND_F32] = "f", [KIND_F64] = "d"};
+    const NdarrayHead *head = (const NdarrayHead *)array;
+    Py_buffer *v = &op->view;
+    memset(v, 0, sizeof *v);
+    v->buf = head->data;
+    v->itemsize = itemsize_of_result(kind);
+    v->ndim = head->nd;
+    v->readonly = !(head->flags & NPY_ARRAY_WRITEABLE_FLAG);
+    v->format = (char *)formats[kind];
+    v->shape = op->shape;
+    v->strides = op->strides;
+    Py_ssize_t len = v->itemsize;
+    for (int d = 0; d < head->nd; d++) {
+        op->shape[d] = head->dimensions[d];
+        op->strides[d] = head->strides[d];
+        len = outer_stride(len, head->dimensions[d]);
+    }
+    v->len = len;
+    op->kind = kind;
+}
+
+/*
  * An exact float16/32/64 ndarray in native byte order, read straight off the
  * array object instead of through the buffer protocol: NumPy's getbuffer
  * rebuilds and compares a format string on every call, about 600
@@ -215,24 +244,7 @@ ndarray_acquire(LeakyState *st, PyObject *obj, Operand *op, const OperandRole *r
         }
         return got;
     }
-    static const char *const formats[] = {[KIND_F16] = "e", [KIND_F32] = "f", [KIND_F64] = "d"};
-    Py_buffer *v = &op->view;
-    memset(v, 0, sizeof *v);  /* view.obj NULL: buffer_view_release has nothing to give back */
-    v->buf = head->data;
-    v->itemsize = itemsize_of_result(kind);
-    v->ndim = head->nd;
-    v->readonly = !(head->flags & NPY_ARRAY_WRITEABLE_FLAG);
-    v->format = (char *)formats[kind];
-    v->shape = op->shape;
-    v->strides = op->strides;
-    Py_ssize_t len = v->itemsize;
-    for (int d = 0; d < head->nd; d++) {
-        op->shape[d] = head->dimensions[d];
-        op->strides[d] = head->strides[d];
-        len = outer_stride(len, head->dimensions[d]);
-    }
-    v->len = len;
-    op->kind = kind;
+    view_of_ndarray(obj, kind, op);
     op->owner = &ndarray_input;
     return 1;
 }
@@ -247,9 +259,8 @@ ndarray_new_result(LeakyState *st, PyObject *source, ElemKind result_kind,
                    const Operand *const *inputs, int ninputs, NewResult *made)
 {
     const Operand *like = inputs[0];
-    const Py_ssize_t itemsize = itemsize_of_result(result_kind);
     Py_ssize_t k_strides[PyBUF_MAX_NDIM];
-    const int keep = result_k_strides(inputs, ninputs, itemsize, k_strides);
+    const int keep = result_k_strides(inputs, ninputs, itemsize_of_result(result_kind), k_strides);
     PyObject *array = st->numpy_new_array(st->ndarray_type, like->view.ndim, like->shape,
                                           typenum_of_result(result_kind),
                                           keep ? k_strides : NULL, NULL, 0, 0, NULL);
@@ -258,22 +269,8 @@ ndarray_new_result(LeakyState *st, PyObject *source, ElemKind result_kind,
     }
     made->target = array;
     made->finish = NULL;
-    Operand *out_op = &made->operand;
-    Py_buffer *v = &out_op->view;
-    memset(v, 0, sizeof *v);
-    v->buf = ndarray_data(array);
-    v->itemsize = itemsize;
-    v->ndim = like->view.ndim;
-    v->readonly = 0;
-    Py_ssize_t stride = itemsize;
-    for (int d = like->view.ndim - 1; d >= 0; d--) {
-        out_op->shape[d] = like->shape[d];
-        out_op->strides[d] = keep ? k_strides[d] : stride;
-        stride = outer_stride(stride, like->shape[d]);
-    }
-    v->len = stride;  /* the byte count, whatever the order */
-    out_op->kind = result_kind;
-    out_op->owner = NULL;  /* nothing to release: made->target owns the new array */
+    view_of_ndarray(array, result_kind, &made->operand);
+    made->operand.owner = NULL;  /* nothing to release: made->target owns the new array */
     return 0;
 }
 

@@ -157,6 +157,25 @@ itemsize_of_result(ElemKind kind)
     }
 }
 
+/* Bytes one element of a kind takes in memory: an operand's item size. */
+static inline Py_ssize_t
+itemsize_of_kind(ElemKind kind)
+{
+    switch (kind) {
+    case KIND_BOOL:
+    case KIND_I8:
+    case KIND_U8: return 1;
+    case KIND_F16:
+    case KIND_BF16:
+    case KIND_I16:
+    case KIND_U16: return 2;
+    case KIND_F32:
+    case KIND_I32:
+    case KIND_U32: return 4;
+    default: return 8;
+    }
+}
+
 static inline const char *
 name_of_result(ElemKind kind)
 {

@@ -120,25 +120,6 @@ equal_run64(const char *p, npy_intp step, npy_intp n)
     return run;
 }
 
-/* Bytes one element of a kind takes in memory: the operands' item sizes. */
-static npy_intp
-itemsize_of_kind(ElemKind kind)
-{
-    switch (kind) {
-    case KIND_BOOL:
-    case KIND_I8:
-    case KIND_U8: return 1;
-    case KIND_F16:
-    case KIND_BF16:
-    case KIND_I16:
-    case KIND_U16: return 2;
-    case KIND_F32:
-    case KIND_I32:
-    case KIND_U32: return 4;
-    default: return 8;
-    }
-}
-
 /* The byte range [*lo, *hi) that n elements from p, step apart, span. */
 static void
 span_of(const char *p, npy_intp step, npy_intp n, npy_intp itemsize, uintptr_t *lo, uintptr_t *hi)
