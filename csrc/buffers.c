@@ -18,6 +18,25 @@
 static const InputKind *const input_kinds[] = {&ndarray_input, &buffer_input, &torch_input,
                                                &arrow_input, &dlpack_input};
 
+/*
+ * leaky.c's dispatch: 1 for what the array paths take (a buffer, a DLPack
+ * tensor, an Arrow array), 0 for anything else, -1 with an exception.
+ * Exact numbers, lists and tuples are none of these: no attribute look-up
+ * for them.
+ */
+int
+takes_array_path(LeakyState *st, PyObject *obj)
+{
+    if (PyObject_CheckBuffer(obj)) {
+        return 1;
+    }
+    if (is_sequence(obj) || is_exact_number(obj)) {
+        return 0;
+    }
+    const int tensor = has_dlpack(st, obj);  /* input_dlpack.c */
+    return tensor != 0 ? tensor : is_arrow_object(st, obj);  /* input_arrow.c */
+}
+
 static void
 operand_release(Operand *op)
 {

@@ -102,23 +102,6 @@ has_dlpack(LeakyState *st, PyObject *obj)
     return -1;
 }
 
-/*
- * leaky.c's dispatch: 1 for a buffer or a DLPack tensor (both take the
- * array paths of buffers.c), 0 for anything else, -1 with an exception.
- * Lists and tuples never export tensors: no attribute lookup for them.
- */
-int
-buffer_or_tensor(LeakyState *st, PyObject *obj)
-{
-    return PyObject_CheckBuffer(obj) ? 1 : is_dlpack_tensor(st, obj);
-}
-
-/* For an object that exports no buffer: 1 if it is a DLPack tensor, 0, or -1. */
-int
-is_dlpack_tensor(LeakyState *st, PyObject *obj)
-{
-    return is_sequence(obj) ? 0 : has_dlpack(st, obj);
-}
 
 /* ------------------------------------------------------------------ */
 /* Import                                                             */

@@ -192,14 +192,11 @@ unary_entry(PyObject *module, UnaryOp op, const Signature *sig, PyObject *const 
         }
         return unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
     }
-    int tensor = is_dlpack_tensor(st, z);  /* torch and array-API tensors (input_dlpack.c) */
-    if (tensor != 0) {
-        return tensor < 0 ? NULL : unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
-    }
-    /* pyarrow's ChunkedArray, a polars Series: Arrow streams, which keep their
-       type and nulls on the array paths (input_arrow.c), not through NumPy */
-    if (is_arrow_object(st, z)) {
-        return unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
+    /* torch and array-API tensors, and Arrow arrays and streams (pyarrow, a
+       polars Series), which keep their type and nulls on the array paths */
+    int array = takes_array_path(st, z);
+    if (array != 0) {
+        return array < 0 ? NULL : unary_buffer(st, op, sig->name, z, out_obj, alpha, threads);
     }
     if (!is_sequence(z) && is_array_like(st, z)) {  /* pandas, xarray, Dask: leaky.ufunc */
         return unary_via_ufunc(st, op, z, alpha_obj, out_obj);
@@ -290,12 +287,10 @@ leaky_relu_backward(PyObject *module, PyObject *const *args, Py_ssize_t nargs, P
         parse_threads(fname, values[4], &threads) < 0) {
         return NULL;
     }
-    int grad_is_buffer = buffer_or_tensor(st, grad), z_is_buffer = buffer_or_tensor(st, z);
+    int grad_is_buffer = takes_array_path(st, grad), z_is_buffer = takes_array_path(st, z);
     if (grad_is_buffer < 0 || z_is_buffer < 0) {
         return NULL;
     }
-    grad_is_buffer = grad_is_buffer || is_arrow_object(st, grad);  /* input_arrow.c */
-    z_is_buffer = z_is_buffer || is_arrow_object(st, z);
     if (grad_is_buffer && z_is_buffer) {
         if (is_ndarray_subclass(grad) || is_ndarray_subclass(z)) {  /* array_route.c */
             return backward_via_ufunc(st, grad, z, alpha_obj, out_obj);

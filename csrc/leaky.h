@@ -1011,6 +1011,7 @@ PyObject *backward_sequence(LeakyState *st, PyObject *grad_seq, PyObject *z_seq,
 /* Arrays: buffers.c orchestrates, one file per kind of input          */
 /* ------------------------------------------------------------------ */
 
+int takes_array_path(LeakyState *st, PyObject *obj);
 PyObject *unary_buffer(LeakyState *st, UnaryOp op, const char *fname, PyObject *z,
                        PyObject *out_obj, double alpha, int threads);
 PyObject *backward_buffer(LeakyState *st, PyObject *grad_obj, PyObject *z_obj,
@@ -1092,8 +1093,6 @@ void result_buffer_seal_nulls(PyObject *result);
 int dlpack_init_state(LeakyState *st);
 void dlpack_clear_state(LeakyState *st);
 int has_dlpack(LeakyState *st, PyObject *obj);
-int buffer_or_tensor(LeakyState *st, PyObject *obj);
-int is_dlpack_tensor(LeakyState *st, PyObject *obj);
 PyObject *dlpack_export(char *data, ElemKind kind, int ndim, const Py_ssize_t *shape,
                         const Py_ssize_t *byte_strides, int versioned, int copied);
 void shared_data_retain(char *data);   /* result_buffer.c: a result's elements, */
